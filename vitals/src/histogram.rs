@@ -1,0 +1,526 @@
+//! Value histograms: HDR bucketing with a fixed range and precision, a sparse mergeable representation, the one
+//! quantile definition the product uses, and the CrUX three-bin shares.
+//!
+//! Why sparse: the collector keeps one histogram per (site, minute, page, device, release, nav, metric). A dense HDR
+//! counts array is ~100 KiB at this precision; a long tail of pages with one sample a minute needs a few bytes each.
+//! The bucketing itself is `hdrhistogram`'s (`lowest_equivalent`), so it is the same function in the embedded store,
+//! the ClickHouse rollups (`sumMap(bucket, count)`) and anywhere else a bucket key is computed.
+
+use crate::metric::{Metric, Rating, Unit};
+use std::sync::OnceLock;
+
+/// Significant decimal digits kept: a bucket's width is at most 1/1024 of its value (< 0.1 %).
+pub const SIGNIFICANT_DIGITS: u8 = 3;
+/// Millisecond metrics are recorded in whole milliseconds: exact below 2,048 ms (every realistic INP and TTFB), and
+/// within 0.05 % above; sub-millisecond digits are noise for a user's experience.
+pub const MILLIS_SCALE: f64 = 1.0;
+/// CLS is recorded in ten-thousandths: exact below 0.2048, within 0.05 % above.
+pub const SCORE_SCALE: f64 = 10_000.0;
+
+fn template() -> &'static hdrhistogram::Histogram<u64> {
+    static T: OnceLock<hdrhistogram::Histogram<u64>> = OnceLock::new();
+    T.get_or_init(|| {
+        // Both scales put their maximum (3.6e6 ms, 1e6 ten-thousandths) below this bound, so one template serves all.
+        hdrhistogram::Histogram::new_with_bounds(1, 4_000_000, SIGNIFICANT_DIGITS)
+            .expect("constant HDR bounds are valid")
+    })
+}
+
+fn scale(metric: Metric) -> f64 {
+    match metric.unit() {
+        Unit::Millis => MILLIS_SCALE,
+        Unit::Score => SCORE_SCALE,
+    }
+}
+
+/// The bucket key of a value: the lowest value (in recorded units) equivalent to it at this precision.
+/// The value must already be validated (finite, within the metric's bounds).
+pub fn bucket_of(metric: Metric, value: f64) -> u64 {
+    let units = (value * scale(metric)).round().max(0.0) as u64;
+    template().lowest_equivalent(units)
+}
+
+/// The value reported for a bucket: the middle of its range, in the metric's unit. Exact for buckets of width one.
+pub fn bucket_value(metric: Metric, bucket: u64) -> f64 {
+    let t = template();
+    let low = t.lowest_equivalent(bucket);
+    let high = t.highest_equivalent(bucket);
+    // Integer midpoint, rounded down, so that it is a recordable value and identical on every platform.
+    let mid = low + (high - low) / 2;
+    mid as f64 / scale(metric)
+}
+
+/// A quantile, held exactly in parts per million so that `0.95 × 100` is 95, not 95.00000000000001.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Quantile(u32);
+
+/// Why a quantile string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("quantile {0:?} must be a decimal number above 0 and at most 1, with at most 6 decimals (like 0.75)")]
+pub struct QuantileError(pub String);
+
+impl Quantile {
+    /// The 75th percentile, CrUX's headline statistic.
+    pub const P75: Quantile = Quantile(750_000);
+
+    /// Parses a decimal like `0.75`, `0.999`, `1`.
+    pub fn parse(s: &str) -> Result<Quantile, QuantileError> {
+        let err = || QuantileError(s.to_string());
+        let (int, frac) = match s.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (s, ""),
+        };
+        if int.is_empty() && frac.is_empty()
+            || frac.len() > 6
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+            || int.len() > 1
+        {
+            return Err(err());
+        }
+        let int: u32 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| err())?
+        };
+        let mut f: u32 = 0;
+        for i in 0..6 {
+            let d = frac.as_bytes().get(i).map_or(0, |b| (b - b'0') as u32);
+            f = f * 10 + d;
+        }
+        let ppm = int * 1_000_000 + f;
+        if ppm == 0 || ppm > 1_000_000 {
+            return Err(err());
+        }
+        Ok(Quantile(ppm))
+    }
+
+    /// Parts per million.
+    pub fn ppm(self) -> u32 {
+        self.0
+    }
+
+    /// The quantile as a float.
+    pub fn as_f64(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+
+    /// Nearest rank: the 1-based rank `ceil(q × n)` (at least 1) of the value this quantile denotes among `n`.
+    pub fn rank(self, n: u64) -> u64 {
+        let r = (self.0 as u128 * n as u128).div_ceil(1_000_000) as u64;
+        r.max(1)
+    }
+}
+
+/// A sparse histogram of one metric's values: sorted (bucket, count) pairs plus the exact rating counts.
+///
+/// Rating counts are kept from the exact values rather than derived from buckets, so the shares are exact even
+/// where a bucket straddles a threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Histogram {
+    buckets: Vec<(u64, u64)>,
+    ratings: [u64; 3],
+}
+
+/// The three CrUX bins as fractions of the total.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shares {
+    /// Share rated good.
+    pub good: f64,
+    /// Share rated needs improvement.
+    pub ni: f64,
+    /// Share rated poor.
+    pub poor: f64,
+}
+
+/// Why stored histogram bytes could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not a histogram of a known version.
+    #[error("histogram: unknown encoding version {0}")]
+    Version(u8),
+    /// Truncated or malformed.
+    #[error("histogram: truncated or malformed bytes")]
+    Malformed,
+}
+
+const ENCODING_V1: u8 = 1;
+
+impl Histogram {
+    /// An empty histogram.
+    pub fn new() -> Histogram {
+        Histogram::default()
+    }
+
+    /// Records one validated value.
+    pub fn record(&mut self, metric: Metric, value: f64) {
+        self.record_bucket(bucket_of(metric, value), metric.rate(value), 1);
+    }
+
+    /// Records `count` values that fall in `bucket` and carry `rating`.
+    pub fn record_bucket(&mut self, bucket: u64, rating: Rating, count: u64) {
+        match self.buckets.binary_search_by_key(&bucket, |&(b, _)| b) {
+            Ok(i) => self.buckets[i].1 += count,
+            Err(i) => self.buckets.insert(i, (bucket, count)),
+        }
+        self.ratings[rating.code() as usize] += count;
+    }
+
+    /// Builds a histogram from bucket pairs (any order, repeats allowed) and rating counts, as read back from a
+    /// store. Returns `None` when the pairs and the rating counts disagree on the total.
+    pub fn from_parts(
+        pairs: impl IntoIterator<Item = (u64, u64)>,
+        ratings: [u64; 3],
+    ) -> Option<Histogram> {
+        let mut buckets: Vec<(u64, u64)> = pairs.into_iter().filter(|p| p.1 > 0).collect();
+        buckets.sort_unstable_by_key(|p| p.0);
+        buckets.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                kept.1 += later.1;
+                true
+            } else {
+                false
+            }
+        });
+        let h = Histogram { buckets, ratings };
+        (h.buckets.iter().map(|p| p.1).sum::<u64>() == h.count()).then_some(h)
+    }
+
+    /// Adds another histogram into this one.
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.buckets.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.buckets.len() + other.buckets.len());
+        let (mut a, mut b) = (
+            self.buckets.iter().peekable(),
+            other.buckets.iter().peekable(),
+        );
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x.0 == y.0 => {
+                    out.push((x.0, x.1 + y.1));
+                    a.next();
+                    b.next();
+                }
+                (Some(&&x), Some(&&y)) if x.0 < y.0 => {
+                    out.push(x);
+                    a.next();
+                }
+                (_, Some(&&y)) => {
+                    out.push(y);
+                    b.next();
+                }
+                (Some(&&x), None) => {
+                    out.push(x);
+                    a.next();
+                }
+                (None, None) => break,
+            }
+        }
+        self.buckets = out;
+        for i in 0..3 {
+            self.ratings[i] += other.ratings[i];
+        }
+    }
+
+    /// Number of values recorded.
+    pub fn count(&self) -> u64 {
+        self.ratings.iter().sum()
+    }
+
+    /// The (bucket, count) pairs, in bucket order.
+    pub fn buckets(&self) -> &[(u64, u64)] {
+        &self.buckets
+    }
+
+    /// Counts per rating: good, needs improvement, poor.
+    pub fn rating_counts(&self) -> [u64; 3] {
+        self.ratings
+    }
+
+    /// The nearest-rank quantile: the value of the bucket holding the `ceil(q × n)`-th smallest value, reported as the
+    /// middle of that bucket (so within half a bucket width, < 0.05 %, of the exact sample). `None` when empty.
+    pub fn quantile(&self, metric: Metric, q: Quantile) -> Option<f64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let rank = q.rank(n);
+        let mut seen = 0u64;
+        for &(bucket, count) in &self.buckets {
+            seen += count;
+            if seen >= rank {
+                return Some(bucket_value(metric, bucket));
+            }
+        }
+        None
+    }
+
+    /// The CrUX three-bin shares. `None` when empty.
+    pub fn shares(&self) -> Option<Shares> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let n = n as f64;
+        Some(Shares {
+            good: self.ratings[0] as f64 / n,
+            ni: self.ratings[1] as f64 / n,
+            poor: self.ratings[2] as f64 / n,
+        })
+    }
+
+    /// Approximate heap bytes held, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.buckets.capacity() * std::mem::size_of::<(u64, u64)>()
+    }
+
+    /// Serialises to a compact, versioned byte string: LEB128 varints of the rating counts, the bucket count, then
+    /// delta-encoded bucket keys with their counts.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.buckets.len() * 4);
+        out.push(ENCODING_V1);
+        for r in self.ratings {
+            put_varint(&mut out, r);
+        }
+        put_varint(&mut out, self.buckets.len() as u64);
+        let mut prev = 0u64;
+        for &(b, c) in &self.buckets {
+            put_varint(&mut out, b - prev);
+            put_varint(&mut out, c);
+            prev = b;
+        }
+        out
+    }
+
+    /// Reads what [`Histogram::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Histogram, DecodeError> {
+        let (&version, mut rest) = bytes.split_first().ok_or(DecodeError::Malformed)?;
+        if version != ENCODING_V1 {
+            return Err(DecodeError::Version(version));
+        }
+        let mut ratings = [0u64; 3];
+        for r in &mut ratings {
+            *r = get_varint(&mut rest)?;
+        }
+        let len = get_varint(&mut rest)?;
+        // Each pair takes at least two bytes: refuse lengths the input cannot hold before allocating.
+        if len > rest.len() as u64 / 2 {
+            return Err(DecodeError::Malformed);
+        }
+        let mut buckets = Vec::with_capacity(len as usize);
+        let mut prev = 0u64;
+        for i in 0..len {
+            let delta = get_varint(&mut rest)?;
+            if i > 0 && delta == 0 {
+                return Err(DecodeError::Malformed);
+            }
+            let b = prev.checked_add(delta).ok_or(DecodeError::Malformed)?;
+            let c = get_varint(&mut rest)?;
+            buckets.push((b, c));
+            prev = b;
+        }
+        if !rest.is_empty() {
+            return Err(DecodeError::Malformed);
+        }
+        let total = buckets.iter().try_fold(0u64, |acc, p| acc.checked_add(p.1));
+        let h = Histogram { buckets, ratings };
+        if total != Some(h.count()) {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(h)
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(input: &mut &[u8]) -> Result<u64, DecodeError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = input.split_first().ok_or(DecodeError::Malformed)?;
+        *input = rest;
+        v |= ((b & 0x7f) as u64)
+            .checked_shl(shift)
+            .ok_or(DecodeError::Malformed)?;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(DecodeError::Malformed)
+}
+
+/// The exact nearest-rank quantile of raw values: the reference the histogram is tested against.
+pub fn exact_quantile(values: &[f64], q: Quantile) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    Some(v[(q.rank(v.len() as u64) - 1) as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn quantile_parse_is_exact_decimal() {
+        assert_eq!(Quantile::parse("0.75").unwrap(), Quantile::P75);
+        assert_eq!(Quantile::parse(".5").unwrap().ppm(), 500_000);
+        assert_eq!(Quantile::parse("1").unwrap().ppm(), 1_000_000);
+        assert_eq!(Quantile::parse("0.999999").unwrap().ppm(), 999_999);
+        for bad in [
+            "0",
+            "0.0",
+            "1.5",
+            "2",
+            "-0.5",
+            "abc",
+            "",
+            ".",
+            "0.1234567",
+            "1e-1",
+            "0.5x",
+            "10",
+        ] {
+            assert!(Quantile::parse(bad).is_err(), "{bad} should be refused");
+        }
+        assert_eq!(Quantile::parse("0.95").unwrap().rank(100), 95);
+        assert_eq!(Quantile::P75.rank(4), 3);
+        assert_eq!(Quantile::P75.rank(5), 4);
+        assert_eq!(Quantile::P75.rank(1), 1);
+    }
+
+    #[test]
+    fn small_integers_are_exact() {
+        let mut h = Histogram::new();
+        for v in [120.0, 180.0, 200.0, 40.0] {
+            h.record(Metric::Inp, v);
+        }
+        assert_eq!(h.quantile(Metric::Inp, Quantile::P75), Some(180.0));
+        assert_eq!(
+            h.quantile(Metric::Inp, Quantile::parse("1").unwrap()),
+            Some(200.0)
+        );
+        assert_eq!(h.count(), 4);
+        let s = h.shares().unwrap();
+        assert_eq!((s.good, s.ni, s.poor), (1.0, 0.0, 0.0));
+        assert_eq!(Histogram::new().quantile(Metric::Inp, Quantile::P75), None);
+    }
+
+    #[test]
+    fn zero_and_maximum_values_are_recordable() {
+        for m in Metric::ALL {
+            let mut h = Histogram::new();
+            h.record(m, 0.0);
+            h.record(m, m.max_value());
+            assert_eq!(h.quantile(m, Quantile::parse("0.5").unwrap()), Some(0.0));
+            let top = h.quantile(m, Quantile::parse("1").unwrap()).unwrap();
+            assert!(
+                (top - m.max_value()).abs() / m.max_value() < 0.001,
+                "{m}: {top}"
+            );
+        }
+    }
+
+    #[test]
+    fn decode_refuses_garbage() {
+        assert_eq!(Histogram::decode(&[]), Err(DecodeError::Malformed));
+        assert_eq!(Histogram::decode(&[9]), Err(DecodeError::Version(9)));
+        assert_eq!(
+            Histogram::decode(&[1, 1, 0, 0, 0]),
+            Err(DecodeError::Malformed),
+            "counts disagree"
+        );
+        assert_eq!(
+            Histogram::decode(&[1, 0, 0, 0, 0x7f]),
+            Err(DecodeError::Malformed),
+            "length beyond input"
+        );
+        assert_eq!(
+            Histogram::decode(&[1, 0, 0, 0, 0, 0]),
+            Err(DecodeError::Malformed),
+            "trailing bytes"
+        );
+        assert_eq!(
+            Histogram::decode(&[
+                1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
+            ]),
+            Err(DecodeError::Malformed),
+            "overlong varint"
+        );
+    }
+
+    fn metric() -> impl Strategy<Value = Metric> {
+        prop::sample::select(Metric::ALL.to_vec())
+    }
+
+    fn values(m: Metric) -> impl Strategy<Value = Vec<f64>> {
+        prop::collection::vec(0.0..=m.max_value(), 1..400)
+    }
+
+    proptest! {
+        #[test]
+        fn quantiles_are_within_precision_of_exact(
+            (m, vals) in metric().prop_flat_map(|m| (Just(m), values(m))),
+            ppm in 1u32..=1_000_000,
+        ) {
+            let q = Quantile(ppm);
+            let mut h = Histogram::new();
+            for &v in &vals { h.record(m, v); }
+            let got = h.quantile(m, q).unwrap();
+            let exact = exact_quantile(&vals, q).unwrap();
+            // Half a bucket (1/2048 relative) plus the rounding to recorded units.
+            let tol = exact / 2048.0 + 0.5 / scale(m) + 1e-9;
+            prop_assert!((got - exact).abs() <= tol, "{m} q={q:?} got {got} exact {exact}");
+            prop_assert_eq!(h.count(), vals.len() as u64);
+        }
+
+        #[test]
+        fn merge_equals_recording_everything(
+            (m, a, b) in metric().prop_flat_map(|m| (Just(m), values(m), values(m))),
+        ) {
+            let (mut ha, mut hb, mut all) = (Histogram::new(), Histogram::new(), Histogram::new());
+            for &v in &a { ha.record(m, v); all.record(m, v); }
+            for &v in &b { hb.record(m, v); all.record(m, v); }
+            let mut merged = ha.clone();
+            merged.merge(&hb);
+            prop_assert_eq!(&merged, &all);
+            hb.merge(&ha);
+            prop_assert_eq!(&hb, &all, "merge is commutative");
+        }
+
+        #[test]
+        fn encode_decode_round_trips((m, vals) in metric().prop_flat_map(|m| (Just(m), values(m)))) {
+            let mut h = Histogram::new();
+            for &v in &vals { h.record(m, v); }
+            prop_assert_eq!(Histogram::decode(&h.encode()).unwrap(), h.clone());
+            let rebuilt = Histogram::from_parts(h.buckets().iter().rev().copied(), h.rating_counts()).unwrap();
+            prop_assert_eq!(rebuilt, h);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Histogram::decode(&bytes);
+        }
+
+        #[test]
+        fn shares_are_exact(vals in values(Metric::Lcp)) {
+            let mut h = Histogram::new();
+            for &v in &vals { h.record(Metric::Lcp, v); }
+            let good = vals.iter().filter(|&&v| v <= 2500.0).count() as f64 / vals.len() as f64;
+            let poor = vals.iter().filter(|&&v| v > 4000.0).count() as f64 / vals.len() as f64;
+            let s = h.shares().unwrap();
+            prop_assert_eq!(s.good, good);
+            prop_assert_eq!(s.poor, poor);
+        }
+    }
+}
