@@ -44,13 +44,18 @@ impl DeviceClass {
             .find(|d| d.as_str().eq_ignore_ascii_case(s))
     }
 
-    /// A small integer code, stable on disk and in ClickHouse.
+    /// A small integer code, stable on disk and in ClickHouse: 0 phone, 1 tablet, 2 desktop.
     pub fn code(self) -> u8 {
         match self {
             DeviceClass::Phone => 0,
             DeviceClass::Tablet => 1,
             DeviceClass::Desktop => 2,
         }
+    }
+
+    /// The inverse of [`DeviceClass::code`].
+    pub fn from_code(code: u8) -> Option<DeviceClass> {
+        DeviceClass::ALL.into_iter().find(|d| d.code() == code)
     }
 
     /// Classifies a request from its `User-Agent` and `Sec-CH-UA-Mobile` headers.

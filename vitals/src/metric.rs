@@ -133,15 +133,14 @@ impl Metric {
         }
     }
 
-    /// A small integer code, stable on disk and in ClickHouse.
+    /// A small integer code, stable on disk and in ClickHouse (the index in [`Metric::ALL`]).
     pub fn code(self) -> u8 {
-        match self {
-            Metric::Lcp => 0,
-            Metric::Inp => 1,
-            Metric::Cls => 2,
-            Metric::Fcp => 3,
-            Metric::Ttfb => 4,
-        }
+        self as u8
+    }
+
+    /// The inverse of [`Metric::code`].
+    pub fn from_code(code: u8) -> Option<Metric> {
+        Metric::ALL.get(code as usize).copied()
     }
 }
 
@@ -183,6 +182,18 @@ mod tests {
         assert_eq!(Metric::Cls.rate(0.25), Rating::NeedsImprovement);
         assert_eq!(Metric::Cls.rate(0.2501), Rating::Poor);
         assert_eq!(Metric::Inp.rate(501.0), Rating::Poor);
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for (i, m) in Metric::ALL.into_iter().enumerate() {
+            assert_eq!(m.code() as usize, i);
+            assert_eq!(Metric::from_code(m.code()), Some(m));
+        }
+        assert_eq!(Metric::from_code(5), None);
+        for n in crate::wire::NavType::ALL {
+            assert_eq!(crate::wire::NavType::from_code(n.code()), Some(n));
+        }
     }
 
     #[test]

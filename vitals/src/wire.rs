@@ -113,6 +113,16 @@ impl NavType {
     pub fn parse(s: &str) -> Option<NavType> {
         NavType::ALL.into_iter().find(|n| n.as_str() == s)
     }
+
+    /// A small integer code, stable on disk and in ClickHouse (the index in [`NavType::ALL`]).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The inverse of [`NavType::code`].
+    pub fn from_code(code: u8) -> Option<NavType> {
+        NavType::ALL.get(code as usize).copied()
+    }
 }
 
 /// One validated metric sample.

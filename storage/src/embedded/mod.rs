@@ -1,1 +1,368 @@
-//! The embedded SQLite store (being written).
+//! The embedded store: one SQLite database (WAL mode) in the data directory, zero set-up.
+//!
+//! Data path: [`EmbeddedStore::spawn_writer`] starts the aggregator task, which records each [`Accepted`] beacon's
+//! samples into per-minute sparse histograms held in memory ([`aggregator::MinuteDeltas`]) and, every second, hands
+//! the deltas to a dedicated writer thread. The writer merges them into the `hist` table with the `hist_merge` SQL
+//! function ([`sql_functions`]) and rolls closed hours up from minutes and closed days up from hours
+//! ([`rollup`]), so a 28-day query reads a few day rows per group instead of 40,000 minute rows. Queries
+//! ([`HistogramSource`]) run on their own read connections against a consistent WAL snapshot.
+
+pub mod aggregator;
+mod query;
+pub mod rollup;
+mod schema;
+pub mod sql_functions;
+
+use crate::{Accepted, GroupKey, HistQuery, HistogramSource, StoreError};
+use aggregator::MinuteDeltas;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use vitals::Histogram;
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "fieldvitals.sqlite3";
+
+/// Tunables of the embedded store.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// How often in-memory minute deltas are written (the freshness of query answers).
+    pub flush_interval: Duration,
+    /// Day rows older than this many days are deleted; 0 keeps them forever.
+    pub day_retention_days: u32,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            flush_interval: Duration::from_secs(1),
+            day_retention_days: 400,
+        }
+    }
+}
+
+/// Health of the writer, shared with `/readyz` and metrics.
+#[derive(Debug, Default)]
+pub struct WriterHealth {
+    /// Unix ms of the last successful flush (0 before the first).
+    pub last_ok_ms: AtomicI64,
+    /// Unix ms since which flushes have been failing (0 when the last one succeeded).
+    pub failing_since_ms: AtomicI64,
+    /// Flushes that failed.
+    pub failed_flushes: AtomicU64,
+    /// Samples written.
+    pub samples_written: AtomicU64,
+    /// Last error, for operators.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// The embedded SQLite store.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    options: EmbeddedOptions,
+    readers: Mutex<Vec<Connection>>,
+    health: Arc<WriterHealth>,
+}
+
+/// A running writer: dropping every sender of its channel makes it flush everything and stop.
+pub struct WriterHandle {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WriterHandle {
+    /// Waits until the writer has flushed everything it received and stopped. Close the channel first.
+    pub async fn stopped(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "embedded writer task failed");
+        }
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir`, and checks it is writable.
+    pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Other(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(DB_FILE);
+        let conn = schema::open_writer(&path)?;
+        drop(conn);
+        Ok(EmbeddedStore {
+            path,
+            options,
+            readers: Mutex::new(Vec::new()),
+            health: Arc::default(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writer health, for readiness and metrics.
+    pub fn health(&self) -> Arc<WriterHealth> {
+        self.health.clone()
+    }
+
+    /// Starts aggregating what arrives on `rx` and writing it. Returns when the task is running.
+    pub fn spawn_writer(
+        &self,
+        mut rx: mpsc::Receiver<Accepted>,
+    ) -> Result<WriterHandle, StoreError> {
+        let conn = schema::open_writer(&self.path)?;
+        let (batches_tx, batches_rx) = std::sync::mpsc::sync_channel::<MinuteDeltas>(4);
+        let health = self.health.clone();
+        let options = self.options.clone();
+        let thread = std::thread::Builder::new()
+            .name("embedded-writer".into())
+            .spawn(move || writer_thread(conn, batches_rx, health, options))
+            .map_err(|e| StoreError::Other(format!("cannot start writer thread: {e}")))?;
+        let interval = self.options.flush_interval;
+        let task = tokio::spawn(async move {
+            let mut deltas = MinuteDeltas::default();
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    got = rx.recv() => match got {
+                        Some(a) => deltas.record(&a),
+                        None => break,
+                    },
+                    _ = tick.tick() => {
+                        if !deltas.is_empty() {
+                            let batch = std::mem::take(&mut deltas);
+                            let tx = batches_tx.clone();
+                            // A full writer queue blocks here, which stops us reading `rx`, which fills the ingest
+                            // channel: backpressure reaches the HTTP layer as 503 instead of growing memory.
+                            if tokio::task::spawn_blocking(move || tx.send(batch)).await.map_or(true, |r| r.is_err()) {
+                                tracing::error!("embedded writer thread is gone");
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            if !deltas.is_empty() {
+                let tx = batches_tx.clone();
+                let _ = tokio::task::spawn_blocking(move || tx.send(deltas)).await;
+            }
+            drop(batches_tx);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        });
+        Ok(WriterHandle { task })
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.readers.lock().expect("reader pool lock").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => schema::open_reader(&self.path)?,
+        };
+        let out = f(&conn);
+        let mut pool = self.readers.lock().expect("reader pool lock");
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// Writes a consistent online copy of the database to `dest` (SQLite's backup API).
+    pub fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
+        self.with_reader(|conn| {
+            conn.backup(rusqlite::DatabaseName::Main, dest, None)?;
+            Ok(())
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl HistogramSource for EmbeddedStore {
+    async fn histograms(&self, q: &HistQuery) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
+        // SQLite calls block; a query is short, so block_in_place keeps the reader pool simple.
+        tokio::task::block_in_place(|| self.with_reader(|conn| query::histograms(conn, q)))
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn writer_thread(
+    mut conn: Connection,
+    batches: std::sync::mpsc::Receiver<MinuteDeltas>,
+    health: Arc<WriterHealth>,
+    options: EmbeddedOptions,
+) {
+    let mut pending: Option<MinuteDeltas> = None;
+    loop {
+        let batch = match pending.take() {
+            Some(b) => Some(b),
+            None => match batches.recv_timeout(Duration::from_secs(1)) {
+                Ok(b) => Some(b),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        if let Some(mut batch) = batch {
+            // Fold in whatever else is queued, so a slow disk writes fewer, larger transactions.
+            while let Ok(more) = batches.try_recv() {
+                batch.merge(more);
+            }
+            let samples = batch.samples();
+            match rollup::write_deltas(&mut conn, &batch) {
+                Ok(()) => {
+                    health.samples_written.fetch_add(samples, Ordering::Relaxed);
+                    health.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+                    health.failing_since_ms.store(0, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    health.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                    let _ = health.failing_since_ms.compare_exchange(
+                        0,
+                        now_ms(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    tracing::error!(error = %e, "embedded store write failed; keeping the batch and retrying");
+                    *health.last_error.lock().expect("health lock") = Some(e.to_string());
+                    pending = Some(batch);
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+            }
+        }
+        if let Err(e) = rollup::roll_up_and_prune(&mut conn, now_ms(), options.day_retention_days) {
+            tracing::error!(error = %e, "embedded store roll-up failed; will retry");
+        }
+    }
+    // The channel closed: everything received was written above. Checkpoint so the WAL does not linger.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %e, "final WAL checkpoint failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time_range::{Resolution, DAY_MS, HOUR_MS, MINUTE_MS};
+    use crate::{Filters, GroupBy};
+    use vitals::{DeviceClass, Metric, Quantile};
+
+    fn beacon(site: &str, page: &str, value: f64) -> vitals::Beacon {
+        let body = format!(
+            r#"{{"v":1,"site":"{site}","url":"https://x.example{page}","metrics":[{{"name":"LCP","value":{value}}}]}}"#
+        );
+        vitals::decode_beacon(body.as_bytes()).unwrap()
+    }
+
+    /// Samples over three days, rolled up as time passes, must read back exactly as if recorded directly, for
+    /// ranges that cut across minutes, hours and days — including late deltas into already rolled-up hours.
+    #[test]
+    fn roll_ups_preserve_every_range_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let mut conn = schema::open_writer(&path).unwrap();
+        let t0 = 20_000 * DAY_MS + 7 * HOUR_MS;
+        conn.execute("DELETE FROM meta", []).unwrap();
+        let tx = conn.transaction().unwrap();
+        rollup::init_watermarks(&tx, t0).unwrap();
+        tx.commit().unwrap();
+        let mut raw: Vec<(i64, DeviceClass, f64)> = Vec::new();
+        let mut x: u64 = 12345;
+        let mut now = t0;
+        while now < t0 + 3 * DAY_MS {
+            let mut deltas = MinuteDeltas::default();
+            for _ in 0..3 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let value = (x >> 40) as f64 / 7.0;
+                let device = DeviceClass::ALL[(x % 3) as usize];
+                let a = Accepted {
+                    id: x,
+                    received_at_ms: now,
+                    device,
+                    beacon: beacon("s", "/p", value),
+                };
+                deltas.record(&a);
+                raw.push((now, device, value));
+            }
+            rollup::write_deltas(&mut conn, &deltas).unwrap();
+            rollup::roll_up_and_prune(&mut conn, now, 0).unwrap();
+            now += 17 * MINUTE_MS;
+        }
+        // A late delta (a replay) into the first, long rolled-up hour.
+        let mut late = MinuteDeltas::default();
+        late.record(&Accepted {
+            id: 1,
+            received_at_ms: t0 + 5 * MINUTE_MS,
+            device: DeviceClass::Phone,
+            beacon: beacon("s", "/p", 99.0),
+        });
+        raw.push((t0 + 5 * MINUTE_MS, DeviceClass::Phone, 99.0));
+        rollup::write_deltas(&mut conn, &late).unwrap();
+        let (hours, days) = rollup::watermarks(&conn).unwrap();
+        assert!(
+            hours > t0 + 2 * DAY_MS && days > t0,
+            "roll-ups ran: {hours} {days}"
+        );
+
+        let ranges = [
+            (t0, t0 + 3 * DAY_MS),
+            (
+                t0 + 13 * MINUTE_MS,
+                t0 + DAY_MS + 2 * HOUR_MS + 7 * MINUTE_MS,
+            ),
+            (
+                Resolution::Day.floor(t0) + DAY_MS,
+                Resolution::Day.floor(t0) + 2 * DAY_MS,
+            ),
+            (t0 + 3 * HOUR_MS, t0 + 3 * HOUR_MS + MINUTE_MS),
+            (t0, t0 + 10 * MINUTE_MS),
+            (
+                t0 + 2 * DAY_MS + 13 * MINUTE_MS,
+                t0 + 2 * DAY_MS + 5 * HOUR_MS + 3 * MINUTE_MS,
+            ),
+            (now - 3 * HOUR_MS - 13 * MINUTE_MS, now),
+        ];
+        for (from, to) in ranges {
+            // Ranges reach the store snapped to what is kept at their age (minute rows of old hours are pruned).
+            let (from, to) = crate::snap_range(from, to, now);
+            let q = HistQuery {
+                site: "s".into(),
+                metric: Metric::Lcp,
+                from_ms: from,
+                to_ms: to,
+                by: GroupBy {
+                    device: true,
+                    ..GroupBy::default()
+                },
+                filters: Filters::default(),
+            };
+            let got = query::histograms(&conn, &q).unwrap();
+            for d in DeviceClass::ALL {
+                let mut want = Histogram::new();
+                raw.iter()
+                    .filter(|r| r.0 >= from && r.0 < to && r.1 == d)
+                    .for_each(|r| want.record(Metric::Lcp, r.2));
+                let have = got
+                    .iter()
+                    .find(|g| g.0.device == Some(d))
+                    .map(|g| g.1.clone())
+                    .unwrap_or_default();
+                assert_eq!(have, want, "range {from}..{to} device {d}");
+                assert_eq!(
+                    have.quantile(Metric::Lcp, Quantile::P75),
+                    want.quantile(Metric::Lcp, Quantile::P75)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! In-memory per-minute deltas: what arrived since the last flush, keyed like a `hist` row.
+
+use crate::time_range::MINUTE_MS;
+use crate::Accepted;
+use std::collections::HashMap;
+use std::sync::Arc;
+use vitals::{DeviceClass, Histogram, Metric, NavType};
+
+/// The key of a minute row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RowKey {
+    /// Minute start, Unix ms.
+    pub start_ms: i64,
+    /// Site.
+    pub site: Arc<str>,
+    /// Metric.
+    pub metric: Metric,
+    /// Page.
+    pub page: Arc<str>,
+    /// Device class.
+    pub device: DeviceClass,
+    /// Release, `""` for none.
+    pub release: Arc<str>,
+    /// Navigation type.
+    pub nav: NavType,
+}
+
+/// Histograms per minute row, accumulated between flushes.
+#[derive(Debug, Default)]
+pub struct MinuteDeltas {
+    rows: HashMap<RowKey, Histogram>,
+    samples: u64,
+}
+
+impl MinuteDeltas {
+    /// Records every sample of an accepted beacon.
+    pub fn record(&mut self, a: &Accepted) {
+        let b = &a.beacon;
+        let site: Arc<str> = b.site.as_str().into();
+        let page: Arc<str> = b.url.page().into();
+        let release: Arc<str> = b.release.as_ref().map_or("", |r| r.as_str()).into();
+        let start_ms = a.received_at_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+        for s in &b.metrics {
+            let key = RowKey {
+                start_ms,
+                site: site.clone(),
+                metric: s.metric,
+                page: page.clone(),
+                device: a.device,
+                release: release.clone(),
+                nav: b.nav,
+            };
+            self.rows.entry(key).or_default().record(s.metric, s.value);
+            self.samples += 1;
+        }
+    }
+
+    /// Folds another batch into this one.
+    pub fn merge(&mut self, other: MinuteDeltas) {
+        for (k, h) in other.rows {
+            self.rows.entry(k).or_default().merge(&h);
+        }
+        self.samples += other.samples;
+    }
+
+    /// Nothing recorded.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Samples recorded.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// The rows.
+    pub fn rows(&self) -> impl Iterator<Item = (&RowKey, &Histogram)> {
+        self.rows.iter()
+    }
+}

@@ -1,0 +1,147 @@
+//! Writing minute deltas, and rolling closed hours up from minutes and closed days up from hours.
+//!
+//! Watermarks in `meta` say how far roll-ups have gone: every hour before `hours_rolled_until` has its hour rows,
+//! every day before `days_rolled_until` its day rows. A delta for a minute that is already rolled up (a beacon
+//! replayed after a restart) is merged into the hour and day rows too, so every resolution stays exact.
+
+use super::aggregator::MinuteDeltas;
+use crate::time_range::{Resolution, DAY_MS, HOUR_MS};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+/// How long after an hour ends before it is rolled up: deltas reach the database within a couple of seconds.
+pub const ROLLUP_GRACE_MS: i64 = 2 * 60_000;
+
+const HOURS_KEY: &str = "hours_rolled_until";
+const DAYS_KEY: &str = "days_rolled_until";
+
+/// Sets the watermarks for a new database: nothing before now needs rolling.
+pub fn init_watermarks(tx: &Transaction<'_>, now_ms: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
+        params![HOURS_KEY, Resolution::Hour.floor(now_ms)],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
+        params![DAYS_KEY, Resolution::Day.floor(now_ms)],
+    )?;
+    Ok(())
+}
+
+/// The (hours, days) roll-up watermarks.
+pub fn watermarks(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let get = |k: &str| -> rusqlite::Result<i64> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    };
+    Ok((get(HOURS_KEY)?, get(DAYS_KEY)?))
+}
+
+const UPSERT: &str =
+    "INSERT INTO hist(res, site, metric, start_ms, page, device, release, nav, hist)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    ON CONFLICT(site, metric, res, start_ms, page, device, release, nav)
+    DO UPDATE SET hist = hist_merge(hist, excluded.hist)";
+
+/// Merges a batch of minute deltas in one transaction.
+pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let (hours_until, days_until) = watermarks(&tx)?;
+    {
+        let mut upsert = tx.prepare_cached(UPSERT)?;
+        for (k, h) in deltas.rows() {
+            let blob = h.encode();
+            let mut put = |res: Resolution| {
+                upsert.execute(params![
+                    res as i64,
+                    &*k.site,
+                    k.metric.code(),
+                    res.floor(k.start_ms),
+                    &*k.page,
+                    k.device.code(),
+                    &*k.release,
+                    k.nav.code(),
+                    &blob
+                ])
+            };
+            put(Resolution::Minute)?;
+            if k.start_ms < hours_until {
+                put(Resolution::Hour)?;
+            }
+            if k.start_ms < days_until {
+                put(Resolution::Day)?;
+            }
+        }
+    }
+    tx.commit()
+}
+
+fn roll(
+    tx: &Transaction<'_>,
+    from: Resolution,
+    to: Resolution,
+    start: i64,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO hist(res, site, metric, start_ms, page, device, release, nav, hist)
+         SELECT ?1, site, metric, ?2, page, device, release, nav, hist_merge_agg(hist)
+         FROM hist WHERE res = ?3 AND start_ms >= ?2 AND start_ms < ?4
+         GROUP BY site, metric, page, device, release, nav
+         ORDER BY site, metric, page, device, release, nav
+         ON CONFLICT(site, metric, res, start_ms, page, device, release, nav)
+         DO UPDATE SET hist = hist_merge(hist, excluded.hist)",
+        params![to as i64, start, from as i64, start + to.ms()],
+    )
+}
+
+/// Rolls up every closed hour and day not yet rolled, and deletes rows past their resolution's age.
+/// Each step is its own transaction, with the watermark moved in it.
+pub fn roll_up_and_prune(
+    conn: &mut Connection,
+    now_ms: i64,
+    day_retention_days: u32,
+) -> rusqlite::Result<()> {
+    loop {
+        let (hours_until, days_until) = watermarks(conn)?;
+        if hours_until + HOUR_MS + ROLLUP_GRACE_MS <= now_ms {
+            let tx = conn.transaction()?;
+            roll(&tx, Resolution::Minute, Resolution::Hour, hours_until)?;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = ?2",
+                params![hours_until + HOUR_MS, HOURS_KEY],
+            )?;
+            tx.commit()?;
+        } else if days_until + DAY_MS <= hours_until {
+            let tx = conn.transaction()?;
+            roll(&tx, Resolution::Hour, Resolution::Day, days_until)?;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = ?2",
+                params![days_until + DAY_MS, DAYS_KEY],
+            )?;
+            tx.commit()?;
+        } else {
+            break;
+        }
+    }
+    let (hours_until, days_until) = watermarks(conn)?;
+    // Finer rows go only once coarser rows hold their data and the snapping policy no longer reaches them.
+    let minute_cut = hours_until.min(now_ms - Resolution::Minute.kept_for_ms() - HOUR_MS);
+    let hour_cut = days_until.min(now_ms - Resolution::Hour.kept_for_ms() - DAY_MS);
+    conn.execute(
+        "DELETE FROM hist WHERE res = 0 AND start_ms < ?1",
+        [minute_cut],
+    )?;
+    conn.execute(
+        "DELETE FROM hist WHERE res = 1 AND start_ms < ?1",
+        [hour_cut],
+    )?;
+    if day_retention_days > 0 {
+        let day_cut = Resolution::Day.floor(now_ms) - day_retention_days as i64 * DAY_MS;
+        conn.execute(
+            "DELETE FROM hist WHERE res = 2 AND start_ms < ?1",
+            [day_cut],
+        )?;
+    }
+    Ok(())
+}

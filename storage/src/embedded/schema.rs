@@ -1,0 +1,69 @@
+//! The embedded store's schema and connection settings.
+
+use crate::StoreError;
+use rusqlite::Connection;
+use std::path::Path;
+
+/// Bumped when the schema changes; older files are migrated in [`open_writer`].
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS hist (
+    res      INTEGER NOT NULL,  -- 0 minute, 1 hour, 2 day
+    site     TEXT    NOT NULL,
+    metric   INTEGER NOT NULL,  -- vitals::Metric::code
+    start_ms INTEGER NOT NULL,  -- bucket start, Unix ms, UTC
+    page     TEXT    NOT NULL,
+    device   INTEGER NOT NULL,  -- vitals::DeviceClass::code
+    release  TEXT    NOT NULL,  -- '' when the beacon had none
+    nav      INTEGER NOT NULL,  -- vitals::NavType::code
+    hist     BLOB    NOT NULL,  -- vitals::Histogram::encode
+    PRIMARY KEY (site, metric, res, start_ms, page, device, release, nav)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // WAL: readers never block the writer. synchronous=NORMAL: a power loss can cost the last transactions but
+    // never corrupts the file (the spool in front of the store is what makes accepted beacons durable).
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+    )?;
+    super::sql_functions::register(conn)
+}
+
+/// Opens the writer connection, creating or migrating the schema.
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path)?;
+    configure(&conn)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Other(format!(
+            "{} has schema version {version}, newer than this collector's {SCHEMA_VERSION}; upgrade the collector",
+            path.display()
+        )));
+    }
+    if version < SCHEMA_VERSION {
+        let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA_V1)?;
+        super::rollup::init_watermarks(&tx, chrono::Utc::now().timestamp_millis())?;
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
+        tx.commit()?;
+    }
+    Ok(conn)
+}
+
+/// Opens a read connection.
+pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    super::sql_functions::register(&conn)?;
+    Ok(conn)
+}
