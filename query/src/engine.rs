@@ -1,0 +1,185 @@
+//! The query engine: from a stats request to rows of quantiles and rating shares.
+
+use crate::params::StatsRequest;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use std::sync::Arc;
+use storage::{snap_range, GroupKey, HistQuery, HistogramSource, StoreError};
+use vitals::{Histogram, Metric};
+
+/// Why a query failed; mapped once to HTTP in [`crate::http`].
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The request is wrong; the message names the parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Answers stats requests from a histogram source.
+#[derive(Clone)]
+pub struct QueryEngine {
+    source: Arc<dyn HistogramSource>,
+}
+
+/// One row: a group, its quantiles, count and shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsRow {
+    /// The group.
+    pub key: GroupKey,
+    /// Quantile values keyed as the caller wrote them.
+    pub quantiles: Vec<(String, f64)>,
+    /// Samples in the group.
+    pub n: u64,
+    /// Share rated good.
+    pub good: f64,
+    /// Share rated needs improvement.
+    pub ni: f64,
+    /// Share rated poor.
+    pub poor: f64,
+    /// Whether this is a `/v1/p75` row (a `p75` field) or a `/v1/quantiles` row (a `quantiles` object).
+    pub p75_only: bool,
+}
+
+/// A stats answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StatsResponse {
+    /// Site.
+    pub site: String,
+    /// Metric.
+    pub metric: Metric,
+    /// Effective start (after snapping), RFC 3339.
+    pub from: String,
+    /// Effective end (after snapping), RFC 3339.
+    pub to: String,
+    /// Rows, largest `n` first.
+    pub rows: Vec<StatsRow>,
+    /// Whether `limit` cut rows off.
+    pub truncated: bool,
+}
+
+impl Serialize for StatsRow {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(p) = &self.key.page {
+            m.serialize_entry("page", p)?;
+        }
+        if let Some(d) = self.key.device {
+            m.serialize_entry("device", d.as_str())?;
+        }
+        if let Some(r) = &self.key.release {
+            // Beacons without a release form their own group, shown as null.
+            m.serialize_entry("release", &(!r.is_empty()).then_some(r))?;
+        }
+        if let Some(n) = self.key.nav {
+            m.serialize_entry("nav", n.as_str())?;
+        }
+        if self.p75_only {
+            m.serialize_entry("p75", &self.quantiles.first().map(|q| q.1))?;
+        } else {
+            let qs: serde_json::Map<String, serde_json::Value> = self
+                .quantiles
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                .collect();
+            m.serialize_entry("quantiles", &qs)?;
+        }
+        m.serialize_entry("n", &self.n)?;
+        m.serialize_entry("good", &self.good)?;
+        m.serialize_entry("ni", &self.ni)?;
+        m.serialize_entry("poor", &self.poor)?;
+        m.end()
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl QueryEngine {
+    /// An engine over a source.
+    pub fn new(source: Arc<dyn HistogramSource>) -> QueryEngine {
+        QueryEngine { source }
+    }
+
+    /// Answers a request as of `now`.
+    pub async fn stats(
+        &self,
+        req: &StatsRequest,
+        p75_only: bool,
+    ) -> Result<StatsResponse, QueryError> {
+        self.stats_at(req, p75_only, Utc::now()).await
+    }
+
+    /// Answers a request as of a given time (tests use this to pin the default range).
+    pub async fn stats_at(
+        &self,
+        req: &StatsRequest,
+        p75_only: bool,
+        now: DateTime<Utc>,
+    ) -> Result<StatsResponse, QueryError> {
+        let to = req.to.unwrap_or(now);
+        let from = req
+            .from
+            .unwrap_or(to - chrono::Duration::days(crate::params::DEFAULT_RANGE_DAYS));
+        let (from_ms, to_ms) = snap_range(
+            from.timestamp_millis(),
+            to.timestamp_millis(),
+            now.timestamp_millis(),
+        );
+        let q = HistQuery {
+            site: req.site.clone(),
+            metric: req.metric,
+            from_ms,
+            to_ms,
+            by: req.by,
+            filters: req.filters.clone(),
+        };
+        let groups = self.source.histograms(&q).await?;
+        let mut rows: Vec<StatsRow> = groups
+            .into_iter()
+            .filter(|(_, h)| h.count() > 0)
+            .map(|(key, h)| row(req, key, &h, p75_only))
+            .collect();
+        // Largest groups first; ties in key order so that answers are stable across stores and runs.
+        rows.sort_by(|a, b| b.n.cmp(&a.n).then_with(|| a.key.cmp(&b.key)));
+        let truncated = rows.len() > req.limit;
+        rows.truncate(req.limit);
+        Ok(StatsResponse {
+            site: req.site.clone(),
+            metric: req.metric,
+            from: rfc3339(from_ms),
+            to: rfc3339(to_ms),
+            rows,
+            truncated,
+        })
+    }
+}
+
+fn row(req: &StatsRequest, key: GroupKey, h: &Histogram, p75_only: bool) -> StatsRow {
+    let shares = h.shares().expect("non-empty histogram has shares");
+    let quantiles = req
+        .quantiles
+        .iter()
+        .map(|(name, q)| {
+            (
+                name.clone(),
+                h.quantile(req.metric, *q)
+                    .expect("non-empty histogram has quantiles"),
+            )
+        })
+        .collect();
+    StatsRow {
+        key,
+        quantiles,
+        n: h.count(),
+        good: shares.good,
+        ni: shares.ni,
+        poor: shares.poor,
+        p75_only,
+    }
+}
