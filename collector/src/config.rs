@@ -1,0 +1,80 @@
+//! Command-line flags and their environment variables.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The fieldvitals collector.
+#[derive(Debug, Parser)]
+#[command(
+    name = "collector",
+    version,
+    about = "fieldvitals: real-user Core Web Vitals collector"
+)]
+pub struct Cli {
+    /// Service settings.
+    #[command(flatten)]
+    pub config: Config,
+    /// A maintenance command instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Maintenance commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the effective configuration (secrets redacted) and exit.
+    Config,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Service settings.
+#[derive(Debug, Clone, Parser)]
+pub struct Config {
+    /// Address to listen on (beacons, query API, health).
+    #[arg(long, env = "FIELDVITALS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    #[arg(long, env = "FIELDVITALS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Log format.
+    #[arg(long, env = "FIELDVITALS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// Accepted beacons that may wait between the ingest handler and the store's writer; past it, 503.
+    #[arg(long, env = "FIELDVITALS_QUEUE_CAPACITY", default_value_t = 65_536)]
+    pub queue_capacity: usize,
+    /// How long a graceful shutdown may take to drain and flush, in seconds.
+    #[arg(long, env = "FIELDVITALS_SHUTDOWN_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub shutdown_timeout_secs: u64,
+    /// Day rows of the embedded store older than this are deleted (0 keeps them forever).
+    #[arg(long, env = "FIELDVITALS_RETENTION_DAYS", default_value_t = 400)]
+    pub retention_days: u32,
+}
+
+impl Config {
+    /// Defaults for tests: port 0 on loopback, the given data dir.
+    pub fn for_tests(data_dir: PathBuf) -> Config {
+        Config {
+            listen: "127.0.0.1:0".parse().expect("literal address"),
+            data_dir,
+            log_format: LogFormat::Human,
+            queue_capacity: 65_536,
+            shutdown_timeout_secs: 30,
+            retention_days: 400,
+        }
+    }
+
+    /// The shutdown timeout.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
