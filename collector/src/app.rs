@@ -1,31 +1,54 @@
-//! Building and running the collector: `Application::build(config)` binds (port 0 in tests), opens the store and
-//! starts its writer; `run_until_stopped` serves until the shutdown signal, then drains and flushes.
+//! Building and running the collector: `Application::build(config)` loads the policy, opens the store, starts its
+//! writer and binds both listeners (port 0 in tests); `run_until_stopped` serves until the shutdown signal, then
+//! stops accepting, finishes in-flight requests, drains the queue and flushes the store.
 
 use crate::config::Config;
 use crate::intake::Intake;
+use crate::policy::rate_limit::RateLimiter;
+use crate::policy::PolicyHandle;
 use crate::recent::Recent;
 use crate::routes::{self, AppState};
+use crate::security::auth::{require_token, AuthState};
+use crate::security::headers::security_headers;
+use crate::server::{self, Limits};
+use crate::telemetry::metrics::Metrics;
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use storage::embedded::{EmbeddedOptions, EmbeddedStore, WriterHandle};
 use tokio::net::TcpListener;
 
 /// A built, bound, not yet serving collector.
 pub struct Application {
     listener: TcpListener,
+    admin_listener: TcpListener,
     router: Router,
+    admin_router: Router,
     writer: WriterHandle,
+    policy: PolicyHandle,
+    metrics: Arc<Metrics>,
     config: Config,
 }
 
 impl Application {
-    /// Opens the store, starts its writer and binds the listener.
+    /// Loads the policy, opens the store, starts its writer and binds the listeners.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let policy = PolicyHandle::load(config.policy_file.clone())?;
+        let loopback_only = config.listen.ip().is_loopback();
+        if !loopback_only && policy.get().tokens.is_empty() {
+            anyhow::bail!(
+                "refusing to serve the query API on {} without tokens: add [[tokens]] to the policy file (--config), \
+                 or listen on a loopback address",
+                config.listen
+            );
+        }
         let store = EmbeddedStore::open(
             &config.data_dir,
             EmbeddedOptions {
@@ -43,40 +66,84 @@ impl Application {
         let writer = store
             .spawn_writer(rx)
             .context("cannot start the store writer")?;
+        let metrics = Arc::new(Metrics::default());
         let state = AppState {
             intake,
             recent: Arc::new(Recent::default()),
             writer: store.health(),
+            policy: policy.clone(),
+            limiter: Arc::new(RateLimiter::default()),
+            metrics: metrics.clone(),
         };
+        spawn_gauges(state.clone());
         let store: Arc<EmbeddedStore> = Arc::new(store);
         let engine = query::QueryEngine::new(store);
+        let auth = AuthState {
+            policy: policy.clone(),
+            loopback_only,
+        };
+        let protected = Router::new()
+            .route("/v1/recent", get(routes::recent::get_recent))
+            .with_state(state.clone())
+            .merge(query::http::routes(engine))
+            .layer(from_fn_with_state(auth, require_token));
         let router = Router::new()
             .route(
                 "/v1/beacon",
                 post(routes::beacon::post_beacon).options(routes::beacon::preflight),
             )
-            .route("/v1/recent", get(routes::recent::get_recent))
             .route("/healthz", get(routes::health::healthz))
             .route("/readyz", get(routes::health::readyz))
             .layer(DefaultBodyLimit::max(routes::beacon::MAX_BODY_BYTES))
             .with_state(state)
-            .merge(query::http::routes(engine));
+            .merge(protected)
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(config.request_timeout_secs),
+            ))
+            .layer(from_fn_with_state(
+                metrics.clone(),
+                routes::request_metrics::track,
+            ))
+            .layer(from_fn_with_state(policy.clone(), security_headers));
+        let admin_router = routes::admin::routes(metrics.clone());
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {} (--admin-listen)", config.admin_listen)
+            })?;
         Ok(Application {
             listener,
+            admin_listener,
             router,
+            admin_router,
             writer,
+            policy,
+            metrics,
             config,
         })
     }
 
-    /// The bound address (the real port when built with port 0).
+    /// The bound public address (the real port when built with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The metrics (tests read counters directly).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Serves until `shutdown` completes; then stops accepting, finishes in-flight requests, drains the queue and
@@ -86,16 +153,34 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        tracing::info!(%addr, data_dir = %self.config.data_dir.display(), "collector listening");
+        let admin = self.admin_addr();
+        tracing::info!(%addr, %admin, data_dir = %self.config.data_dir.display(), "collector listening");
+        self.policy.reload_on_sighup();
         let timeout = self.config.shutdown_timeout();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+        let limits = Limits {
+            header_timeout: Duration::from_secs(self.config.header_timeout_secs),
+            max_header_bytes: 16 * 1024,
+        };
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(server::serve(
+            self.admin_listener,
+            self.admin_router,
+            limits,
+            async {
+                let _ = admin_stopped.await;
+            },
+            Duration::from_secs(1),
+        ));
+        server::serve(self.listener, self.router, limits, shutdown, timeout)
             .await
             .context("server failed")?;
         // Every handler (and with them every queue sender) is gone now: the writer drains what is queued, flushes
         // and stops.
         tracing::info!("draining and flushing");
-        match tokio::time::timeout(timeout, self.writer.stopped()).await {
+        let flushed = tokio::time::timeout(timeout, self.writer.stopped()).await;
+        let _ = stop_admin.send(());
+        let _ = admin_task.await;
+        match flushed {
             Ok(()) => {
                 tracing::info!("stopped cleanly");
                 Ok(())
@@ -105,6 +190,30 @@ impl Application {
             }
         }
     }
+}
+
+/// Keeps the gauges that are read from elsewhere (queue depth, store counters) current, once a second.
+fn spawn_gauges(state: AppState) {
+    let metrics = state.metrics.clone();
+    let writer = state.writer.clone();
+    let intake = state.intake.downgrade();
+    drop(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(depth) = intake.depth() else { return };
+            metrics.queue_depth.store(depth as u64, Ordering::Relaxed);
+            metrics.store_samples_written.store(
+                writer.samples_written.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            metrics.store_write_errors.store(
+                writer.failed_flushes.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
+    });
 }
 
 /// Completes on SIGTERM or ctrl-c.

@@ -55,6 +55,23 @@ pub struct Config {
     /// How long a graceful shutdown may take to drain and flush, in seconds.
     #[arg(long, env = "FIELDVITALS_SHUTDOWN_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub shutdown_timeout_secs: u64,
+    /// Admin listener for `/metrics` (keep it private; it is never served on `--listen`).
+    #[arg(
+        long,
+        env = "FIELDVITALS_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Policy file (TOML): sites, allowed origins, sampling, rate limits, trusted proxies, query tokens.
+    /// Reloaded on SIGHUP.
+    #[arg(long = "config", env = "FIELDVITALS_CONFIG")]
+    pub policy_file: Option<PathBuf>,
+    /// Seconds a client has to send its request headers (slow clients are cut off).
+    #[arg(long, env = "FIELDVITALS_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_secs: u64,
+    /// Seconds a whole request (headers and body) may take.
+    #[arg(long, env = "FIELDVITALS_REQUEST_TIMEOUT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_secs: u64,
     /// Day rows of the embedded store older than this are deleted (0 keeps them forever).
     #[arg(long, env = "FIELDVITALS_RETENTION_DAYS", default_value_t = 400)]
     pub retention_days: u32,
@@ -65,6 +82,10 @@ impl Config {
     pub fn for_tests(data_dir: PathBuf) -> Config {
         Config {
             listen: "127.0.0.1:0".parse().expect("literal address"),
+            admin_listen: "127.0.0.1:0".parse().expect("literal address"),
+            policy_file: None,
+            header_timeout_secs: 10,
+            request_timeout_secs: 15,
             data_dir,
             log_format: LogFormat::Human,
             queue_capacity: 65_536,

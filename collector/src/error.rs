@@ -4,6 +4,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::telemetry::metrics::{Metrics, Reject, Shed};
+
+/// The refusal for a site the policy does not list.
+pub const UNKNOWN_SITE: &str = "site: not configured on this collector";
+/// The refusal for an origin the site does not allow.
+pub const ORIGIN_NOT_ALLOWED: &str = "origin: not allowed to send beacons for this site";
+
 /// Why a beacon was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -19,6 +26,15 @@ pub enum IngestError {
     /// A content type beacons are never sent with.
     #[error("content-type: {0:?} is not accepted; send text/plain (navigator.sendBeacon) or application/json")]
     UnsupportedMediaType(String),
+    /// Content-Encoding other than gzip or identity.
+    #[error("content-encoding: {0:?} is not accepted; send gzip or no encoding")]
+    UnsupportedEncoding(String),
+    /// The site or origin is not allowed by the policy.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The client is over its rate limit.
+    #[error("rate limited: too many beacons from this client, retry later")]
+    RateLimited,
     /// The queue to the store is full: shed, and ask the client to come back.
     #[error("overloaded: the collector is shedding load, retry later")]
     Overloaded,
@@ -28,15 +44,20 @@ pub enum IngestError {
 }
 
 impl IngestError {
-    /// A short, bounded label for metrics and logs.
-    pub fn reason(&self) -> &'static str {
+    /// Counts the refusal in the declared metrics.
+    pub fn count(&self, m: &Metrics) {
         match self {
-            IngestError::Invalid(_) => "invalid",
-            IngestError::TooLarge(_) => "too_large",
-            IngestError::Unreadable(_) => "unreadable",
-            IngestError::UnsupportedMediaType(_) => "media_type",
-            IngestError::Overloaded => "overloaded",
-            IngestError::Unavailable => "unavailable",
+            IngestError::Invalid(_) => m.reject(Reject::Invalid),
+            IngestError::TooLarge(_) => m.reject(Reject::TooLarge),
+            IngestError::Unreadable(_) | IngestError::UnsupportedEncoding(_) => {
+                m.reject(Reject::Unreadable)
+            }
+            IngestError::UnsupportedMediaType(_) => m.reject(Reject::MediaType),
+            IngestError::Forbidden(UNKNOWN_SITE) => m.reject(Reject::UnknownSite),
+            IngestError::Forbidden(_) => m.reject(Reject::Origin),
+            IngestError::RateLimited => m.reject(Reject::RateLimited),
+            IngestError::Overloaded => m.shed(Shed::Overloaded),
+            IngestError::Unavailable => m.shed(Shed::Unavailable),
         }
     }
 
@@ -44,7 +65,11 @@ impl IngestError {
         match self {
             IngestError::Invalid(_) | IngestError::Unreadable(_) => StatusCode::BAD_REQUEST,
             IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
+            IngestError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             IngestError::Overloaded | IngestError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -58,7 +83,7 @@ impl IntoResponse for IngestError {
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

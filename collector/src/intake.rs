@@ -53,4 +53,24 @@ impl Intake {
     pub fn capacity(&self) -> usize {
         self.tx.max_capacity()
     }
+
+    /// A handle that does not keep the queue open (for gauges), so shutdown still drains.
+    pub fn downgrade(&self) -> WeakIntake {
+        WeakIntake {
+            tx: self.tx.downgrade(),
+        }
+    }
+}
+
+/// A weak reference to the queue.
+pub struct WeakIntake {
+    tx: mpsc::WeakSender<Accepted>,
+}
+
+impl WeakIntake {
+    /// Beacons waiting, or `None` once the queue is closed.
+    pub fn depth(&self) -> Option<usize> {
+        let tx = self.tx.upgrade()?;
+        Some(tx.max_capacity() - tx.capacity())
+    }
 }

@@ -13,8 +13,11 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod intake;
+pub mod policy;
 pub mod recent;
 pub mod routes;
+pub mod security;
+pub mod server;
 pub mod telemetry;
 
 pub use app::Application;

@@ -1,16 +1,27 @@
-//! `POST /v1/beacon`: decode, validate, enqueue. No storage I/O here.
+//! `POST /v1/beacon`: decode, validate, admit by policy, enqueue. No storage I/O here.
+//!
+//! Order of checks, cheapest and most telling first: media type and encoding (415), size (413), bots (204, not
+//! stored), JSON and fields (400), site and origin (403), rate limit (429), sampling (204, not stored), queue room
+//! (503). Only a beacon that passes all of them is handed on and answered 204.
 
 use super::AppState;
-use crate::error::IngestError;
+use crate::error::{IngestError, ORIGIN_NOT_ALLOWED, UNKNOWN_SITE};
+use crate::policy::bots::is_bot;
+use crate::policy::client_ip::client_ip;
+use crate::policy::file::Admission;
+use crate::telemetry::metrics::Shed;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use storage::Accepted;
 use vitals::DeviceClass;
 
-/// Largest beacon body: what `sendBeacon` allows in flight.
+/// Largest beacon body, after decompression: what `sendBeacon` allows in flight.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Any site may post beacons (sendBeacon ignores the answer; `fetch` clients read it).
@@ -22,26 +33,37 @@ fn with_cors(mut resp: Response) -> Response {
     resp
 }
 
+/// What happened to a beacon that got a 2xx.
+enum Outcome {
+    Stored,
+    Dropped(Shed),
+}
+
 /// The handler.
 pub async fn post_beacon(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match accept(&state, &headers, body) {
-        Ok(()) => with_cors(StatusCode::NO_CONTENT.into_response()),
+    match accept(&state, peer, &headers, body) {
+        Ok(Outcome::Stored) => with_cors(StatusCode::NO_CONTENT.into_response()),
+        Ok(Outcome::Dropped(why)) => {
+            state.metrics.shed(why);
+            with_cors(StatusCode::NO_CONTENT.into_response())
+        }
         Err(e) => {
-            tracing::debug!(reason = e.reason(), error = %e, "beacon refused");
+            e.count(&state.metrics);
+            tracing::debug!(error = %e, "beacon refused");
             with_cors(e.into_response())
         }
     }
 }
 
-fn accept(
-    state: &AppState,
+fn body_bytes(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(), IngestError> {
+) -> Result<Bytes, IngestError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         let essence = ct
@@ -54,6 +76,9 @@ fn accept(
             return Err(IngestError::UnsupportedMediaType(ct.to_string()));
         }
     }
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             IngestError::TooLarge(MAX_BODY_BYTES)
@@ -61,10 +86,58 @@ fn accept(
             IngestError::Unreadable(e.body_text())
         }
     })?;
-    let beacon = vitals::decode_beacon(&body)?;
+    match encoding.as_deref() {
+        None | Some("identity") => Ok(body),
+        Some("gzip") => {
+            // Read at most one byte past the limit: a gzip bomb costs 64 KiB of memory, not its expansion.
+            let mut out = Vec::with_capacity(body.len().min(MAX_BODY_BYTES) * 2);
+            let mut dec = flate2::read::GzDecoder::new(&body[..]).take(MAX_BODY_BYTES as u64 + 1);
+            dec.read_to_end(&mut out)
+                .map_err(|e| IngestError::Unreadable(format!("gzip: {e}")))?;
+            if out.len() > MAX_BODY_BYTES {
+                return Err(IngestError::TooLarge(MAX_BODY_BYTES));
+            }
+            Ok(out.into())
+        }
+        Some(other) => Err(IngestError::UnsupportedEncoding(other.to_string())),
+    }
+}
+
+fn accept(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Outcome, IngestError> {
+    let body = body_bytes(headers, body)?;
     let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let device =
-        DeviceClass::from_headers(header_str("user-agent"), header_str("sec-ch-ua-mobile"));
+    let user_agent = header_str("user-agent");
+    let policy = state.policy.get();
+    if policy.bot_filter && is_bot(user_agent) {
+        return Ok(Outcome::Dropped(Shed::Bot));
+    }
+    let beacon = vitals::decode_beacon(&body)?;
+    let site = beacon.site.as_str();
+    match policy.admit(site, header_str("origin")) {
+        Admission::Accept => {}
+        Admission::UnknownSite => return Err(IngestError::Forbidden(UNKNOWN_SITE)),
+        Admission::Origin => return Err(IngestError::Forbidden(ORIGIN_NOT_ALLOWED)),
+    }
+    if let Some(limit) = policy.rate_limit(site) {
+        let ip = client_ip(&policy, peer.ip(), headers);
+        if !state
+            .limiter
+            .allow(site, ip, limit, std::time::Instant::now())
+        {
+            return Err(IngestError::RateLimited);
+        }
+    }
+    let rate = policy.sample_rate(site);
+    if rate < 1.0 && rand::random::<f64>() >= rate {
+        return Ok(Outcome::Dropped(Shed::SampledOut));
+    }
+    let device = DeviceClass::from_headers(user_agent, header_str("sec-ch-ua-mobile"));
+    let samples = beacon.metrics.len() as u64;
     let accepted = Accepted {
         id: state.intake.next_id(),
         received_at_ms: chrono::Utc::now().timestamp_millis(),
@@ -75,7 +148,15 @@ fn accept(
     let (site, entries) = crate::recent::Recent::prepare(&accepted);
     state.intake.offer(accepted)?;
     state.recent.push(site, entries);
-    Ok(())
+    state
+        .metrics
+        .beacons_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    state
+        .metrics
+        .samples_accepted
+        .fetch_add(samples, Ordering::Relaxed);
+    Ok(Outcome::Stored)
 }
 
 /// `OPTIONS /v1/beacon`: lets `fetch` clients that send `application/json` pass their preflight.
@@ -88,7 +169,7 @@ pub async fn preflight() -> Response {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("content-type"),
+        HeaderValue::from_static("content-type, content-encoding"),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,

@@ -1,11 +1,16 @@
 //! HTTP routes of the public listener.
 
+pub mod admin;
 pub mod beacon;
 pub mod health;
 pub mod recent;
+pub mod request_metrics;
 
 use crate::intake::Intake;
+use crate::policy::rate_limit::RateLimiter;
+use crate::policy::PolicyHandle;
 use crate::recent::Recent;
+use crate::telemetry::metrics::Metrics;
 use std::sync::Arc;
 use storage::embedded::WriterHealth;
 
@@ -18,4 +23,10 @@ pub struct AppState {
     pub recent: Arc<Recent>,
     /// The store writer's health.
     pub writer: Arc<WriterHealth>,
+    /// Per-site policy.
+    pub policy: PolicyHandle,
+    /// Per-client rate limits.
+    pub limiter: Arc<RateLimiter>,
+    /// Declared metrics.
+    pub metrics: Arc<Metrics>,
 }

@@ -158,7 +158,13 @@ pub async fn spawn_collector_bin(
         l.local_addr().unwrap().port()
     };
     let child = tokio::process::Command::new(bin_path("collector"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(extra)
         .kill_on_drop(true)

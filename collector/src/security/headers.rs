@@ -1,0 +1,47 @@
+//! Security headers (OWASP Secure Headers for an API) on every response.
+//!
+//! API answers are never cached (`Cache-Control: no-store`) unless the handler set its own caching (the beacon
+//! files do); nothing may frame us; nothing is sniffed; no referrer leaks; HSTS when configured (behind TLS).
+
+use crate::policy::PolicyHandle;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// Adds the headers. State: the policy (for HSTS).
+pub async fn security_headers(
+    State(policy): State<PolicyHandle>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.entry("cross-origin-resource-policy")
+        .or_insert(HeaderValue::from_static("same-origin"));
+    if policy.get().hsts {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    h.remove(header::SERVER);
+    resp
+}
