@@ -19,6 +19,8 @@ pub fn ua_for(device: &str) -> &'static str {
 
 pub struct TestApp {
     pub base: String,
+    pub admin: String,
+    pub metrics: std::sync::Arc<collector::telemetry::metrics::Metrics>,
     pub client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -32,12 +34,16 @@ impl TestApp {
     pub async fn spawn_with(config: Config) -> TestApp {
         let app = Application::build(config).await.expect("app builds");
         let base = format!("http://{}", app.local_addr());
+        let admin = format!("http://{}", app.admin_addr());
+        let metrics = app.metrics();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = rx.await;
         }));
         TestApp {
             base,
+            admin,
+            metrics,
             client: reqwest::Client::new(),
             stop: Some(tx),
             task: Some(task),
@@ -179,4 +185,19 @@ pub async fn spawn_collector_bin(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("collector did not come up on {base}");
+}
+
+/// Spawns the in-process collector with a policy file holding `policy` (TOML) and tweaks to the config.
+pub async fn spawn_with_policy(
+    dir: &Path,
+    policy: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    std::fs::create_dir_all(dir).unwrap();
+    let file = dir.join("policy.toml");
+    std::fs::write(&file, policy).unwrap();
+    let mut config = Config::for_tests(dir.join("data"));
+    config.policy_file = Some(file);
+    tweak(&mut config);
+    TestApp::spawn_with(config).await
 }
