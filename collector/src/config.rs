@@ -24,8 +24,34 @@ pub struct Cli {
 /// Maintenance commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the effective configuration (secrets redacted) and exit.
-    Config,
+    /// Configuration.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Write a consistent online copy of the embedded store (safe while a collector runs) to an empty directory.
+    Backup {
+        /// Where to write the backup.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into --data-dir (stop the collector first).
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing store in --data-dir.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `collector config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the effective configuration (flags, environment, policy file) with secrets redacted.
+    Show,
 }
 
 /// Log output format.
@@ -98,4 +124,64 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
+}
+
+/// The effective configuration as TOML-like text, secrets redacted: flags and environment, then the policy file.
+pub fn show(config: &Config) -> anyhow::Result<String> {
+    let policy = crate::policy::PolicyHandle::load(config.policy_file.clone())?.get();
+    let mut out = String::new();
+    out += &format!("listen = \"{}\"\n", config.listen);
+    out += &format!("admin_listen = \"{}\"\n", config.admin_listen);
+    out += &format!("data_dir = \"{}\"\n", config.data_dir.display());
+    out += &format!("log_format = \"{:?}\"\n", config.log_format).to_lowercase();
+    out += &format!("queue_capacity = {}\n", config.queue_capacity);
+    out += &format!("shutdown_timeout_secs = {}\n", config.shutdown_timeout_secs);
+    out += &format!("header_timeout_secs = {}\n", config.header_timeout_secs);
+    out += &format!("request_timeout_secs = {}\n", config.request_timeout_secs);
+    out += &format!("retention_days = {}\n", config.retention_days);
+    out += &format!(
+        "policy_file = {}\n",
+        config
+            .policy_file
+            .as_ref()
+            .map_or("none".to_string(), |p| format!("\"{}\"", p.display()))
+    );
+    out += "\n# policy\n";
+    out += &format!(
+        "allow_unknown_sites = {}\nbot_filter = {}\nhsts = {}\n",
+        policy.allow_unknown_sites, policy.bot_filter, policy.hsts
+    );
+    let proxies: Vec<String> = policy
+        .trusted_proxies
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect();
+    out += &format!("trusted_proxies = [{}]\n", proxies.join(", "));
+    if let Some(rl) = policy.default_rate_limit {
+        out += &format!(
+            "default_rate_limit = {{ per_second = {}, burst = {} }}\n",
+            rl.per_second, rl.burst
+        );
+    }
+    let mut sites: Vec<_> = policy.sites.iter().collect();
+    sites.sort_by_key(|(k, _)| k.as_str());
+    for (id, s) in sites {
+        out += &format!(
+            "\n[sites.{id}]\nallowed_origins = {:?}\nsample_rate = {}\n",
+            s.allowed_origins, s.sample_rate
+        );
+        if let Some(rl) = s.rate_limit {
+            out += &format!(
+                "rate_limit = {{ per_second = {}, burst = {} }}\n",
+                rl.per_second, rl.burst
+            );
+        }
+    }
+    for t in &policy.tokens {
+        out += &format!(
+            "\n[[tokens]]\nname = {:?}\nsha256 = \"<redacted>\"\nsites = {:?}\n",
+            t.name, t.sites
+        );
+    }
+    Ok(out)
 }

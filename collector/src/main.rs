@@ -1,28 +1,54 @@
-//! The `collector` binary: `collector` serves; `collector config` prints the effective configuration.
+//! The `collector` binary: serves by default; `config show`, `backup`, `restore` for operators.
 
 use clap::Parser;
-use collector::config::{Cli, Command};
+use collector::config::{Cli, Command, ConfigAction};
 use collector::{app, telemetry, Application};
+use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging(cli.config.log_format);
-    if let Some(Command::Config) = cli.command {
-        println!("{:#?}", cli.config);
-        return std::process::ExitCode::SUCCESS;
-    }
-    let result = async {
-        let app = Application::build(cli.config).await?;
-        app.run_until_stopped(app::shutdown_signal()).await
-    }
-    .await;
+    let result = match cli.command {
+        Some(Command::Config {
+            action: ConfigAction::Show,
+        }) => collector::config::show(&cli.config).map(|text| print!("{text}")),
+        Some(Command::Backup { to }) => {
+            storage::embedded::backup::backup(&cli.config.data_dir, &to)
+                .map(|rows| {
+                    println!(
+                        "backed up {rows} rows from {} to {}",
+                        cli.config.data_dir.display(),
+                        to.display()
+                    )
+                })
+                .map_err(anyhow::Error::from)
+        }
+        Some(Command::Restore { from, force }) => {
+            storage::embedded::backup::restore(&from, &cli.config.data_dir, force)
+                .map(|rows| {
+                    println!(
+                        "restored {rows} rows from {} into {}",
+                        from.display(),
+                        cli.config.data_dir.display()
+                    )
+                })
+                .map_err(anyhow::Error::from)
+        }
+        None => {
+            async {
+                let app = Application::build(cli.config).await?;
+                app.run_until_stopped(app::shutdown_signal()).await
+            }
+            .await
+        }
+    };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "collector failed");
             eprintln!("collector: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

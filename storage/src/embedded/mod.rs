@@ -8,6 +8,7 @@
 //! ([`HistogramSource`]) run on their own read connections against a consistent WAL snapshot.
 
 pub mod aggregator;
+pub mod backup;
 mod query;
 pub mod rollup;
 mod schema;
@@ -171,14 +172,6 @@ impl EmbeddedStore {
             pool.push(conn);
         }
         out
-    }
-
-    /// Writes a consistent online copy of the database to `dest` (SQLite's backup API).
-    pub fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
-        self.with_reader(|conn| {
-            conn.backup(rusqlite::DatabaseName::Main, dest, None)?;
-            Ok(())
-        })
     }
 }
 
