@@ -92,6 +92,7 @@ impl Application {
                 "/v1/beacon",
                 post(routes::beacon::post_beacon).options(routes::beacon::preflight),
             )
+            .route("/{file}", get(routes::beacon_files::get_file))
             .route("/healthz", get(routes::health::healthz))
             .route("/readyz", get(routes::health::readyz))
             .layer(DefaultBodyLimit::max(routes::beacon::MAX_BODY_BYTES))

@@ -108,9 +108,13 @@ async fn every_route_carries_security_headers_and_no_server_banner() {
     );
     assert!(text.contains("fieldvitals_beacons_rejected_total{reason=\"invalid\"} 1"));
     assert!(text.contains("fieldvitals_http_requests_total{route=\"/v1/beacon\",class=\"2xx\"} 1"));
-    // The unknown route and the public /metrics attempt.
     assert!(
-        text.contains("fieldvitals_http_requests_total{route=\"other\",class=\"4xx\"} 2"),
+        text.contains("fieldvitals_http_requests_total{route=\"other\",class=\"4xx\"} 1"),
+        "{text}"
+    );
+    // The public /metrics attempt is a 404 of the beacon-file route.
+    assert!(
+        text.contains("fieldvitals_http_requests_total{route=\"/beacon.js\",class=\"4xx\"} 1"),
         "{text}"
     );
     assert!(

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod beacon;
+pub mod beacon_files;
 pub mod health;
 pub mod recent;
 pub mod request_metrics;

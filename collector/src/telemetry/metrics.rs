@@ -106,7 +106,7 @@ impl Route {
             Some("/v1/recent") => Route::Recent,
             Some("/healthz") => Route::Health,
             Some("/readyz") => Route::Ready,
-            Some(p) if p.starts_with("/beacon") || p.starts_with("/fv-") => Route::BeaconFiles,
+            Some("/{file}") => Route::BeaconFiles,
             _ => Route::Other,
         }
     }
