@@ -324,12 +324,13 @@ impl Histogram {
         if !rest.is_empty() {
             return Err(DecodeError::Malformed);
         }
+        // Checked sums: corrupt counts must be an error, not an overflow (found by fuzzing).
         let total = buckets.iter().try_fold(0u64, |acc, p| acc.checked_add(p.1));
-        let h = Histogram { buckets, ratings };
-        if total != Some(h.count()) {
+        let rated = ratings.iter().try_fold(0u64, |acc, r| acc.checked_add(*r));
+        if total.is_none() || total != rated {
             return Err(DecodeError::Malformed);
         }
-        Ok(h)
+        Ok(Histogram { buckets, ratings })
     }
 }
 
@@ -457,6 +458,15 @@ mod tests {
             Err(DecodeError::Malformed),
             "overlong varint"
         );
+    }
+
+    #[test]
+    fn fuzz_regression_rating_counts_that_overflow_are_malformed() {
+        let crash = [
+            0x01, 0xff, 0x2a, 0xff, 0xff, 0xff, 0x27, 0xff, 0xd6, 0xfe, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0x07, 0x01, 0xbd, 0xfd, 0x19, 0xed, 0xbd, 0xbd, 0x26,
+        ];
+        assert_eq!(Histogram::decode(&crash), Err(DecodeError::Malformed));
     }
 
     fn metric() -> impl Strategy<Value = Metric> {
