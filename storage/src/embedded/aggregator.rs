@@ -30,6 +30,9 @@ pub struct RowKey {
 pub struct MinuteDeltas {
     rows: HashMap<RowKey, Histogram>,
     samples: u64,
+    /// The largest [`Accepted::id`] recorded: with the spool, ids are spool sequence numbers, and this becomes the
+    /// store's checkpoint in the same transaction as the data.
+    max_id: u64,
 }
 
 impl MinuteDeltas {
@@ -40,6 +43,7 @@ impl MinuteDeltas {
         let page: Arc<str> = b.url.page().into();
         let release: Arc<str> = b.release.as_ref().map_or("", |r| r.as_str()).into();
         let start_ms = a.received_at_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+        self.max_id = self.max_id.max(a.id);
         for s in &b.metrics {
             let key = RowKey {
                 start_ms,
@@ -61,6 +65,12 @@ impl MinuteDeltas {
             self.rows.entry(k).or_default().merge(&h);
         }
         self.samples += other.samples;
+        self.max_id = self.max_id.max(other.max_id);
+    }
+
+    /// The largest id recorded (0 when none).
+    pub fn max_id(&self) -> u64 {
+        self.max_id
     }
 
     /// Nothing recorded.

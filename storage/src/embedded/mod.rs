@@ -58,6 +58,8 @@ pub struct WriterHealth {
     pub samples_written: AtomicU64,
     /// Last error, for operators.
     pub last_error: Mutex<Option<String>>,
+    /// The largest accepted-beacon id durably stored (the spool may forget everything up to it).
+    pub stored_through: AtomicU64,
 }
 
 /// The embedded SQLite store.
@@ -102,6 +104,11 @@ impl EmbeddedStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The largest accepted-beacon id whose samples are durably stored: replay a spool after it.
+    pub fn stored_through(&self) -> u64 {
+        self.health.stored_through.load(Ordering::Relaxed)
     }
 
     /// Writer health, for readiness and metrics.
@@ -211,6 +218,9 @@ fn writer_thread(
             let samples = batch.samples();
             match rollup::write_deltas(&mut conn, &batch) {
                 Ok(()) => {
+                    health
+                        .stored_through
+                        .fetch_max(batch.max_id(), Ordering::Relaxed);
                     health.samples_written.fetch_add(samples, Ordering::Relaxed);
                     health.last_ok_ms.store(now_ms(), Ordering::Relaxed);
                     health.failing_since_ms.store(0, Ordering::Relaxed);

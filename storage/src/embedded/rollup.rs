@@ -12,6 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 pub const ROLLUP_GRACE_MS: i64 = 2 * 60_000;
 
 const HOURS_KEY: &str = "hours_rolled_until";
+/// The largest accepted-beacon id whose samples are in `hist` (the spool checkpoint, moved with the data).
+const STORED_THROUGH_KEY: &str = "stored_through";
 const DAYS_KEY: &str = "days_rolled_until";
 
 /// Sets the watermarks for a new database: nothing before now needs rolling.
@@ -44,7 +46,19 @@ const UPSERT: &str =
     ON CONFLICT(site, metric, res, start_ms, page, device, release, nav)
     DO UPDATE SET hist = hist_merge(hist, excluded.hist)";
 
-/// Merges a batch of minute deltas in one transaction.
+/// The largest accepted-beacon id whose samples are stored (0 when none).
+pub fn stored_through(conn: &Connection) -> rusqlite::Result<u64> {
+    let v: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [STORED_THROUGH_KEY],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.unwrap_or(0) as u64)
+}
+
+/// Merges a batch of minute deltas in one transaction, moving the stored-through checkpoint with them.
 pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let (hours_until, days_until) = watermarks(&tx)?;
@@ -74,6 +88,11 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
             }
         }
     }
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+        params![STORED_THROUGH_KEY, deltas.max_id() as i64],
+    )?;
     tx.commit()
 }
 
