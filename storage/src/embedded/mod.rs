@@ -216,8 +216,12 @@ fn writer_thread(
                 batch.merge(more);
             }
             let samples = batch.samples();
+            let started = std::time::Instant::now();
             match rollup::write_deltas(&mut conn, &batch) {
                 Ok(()) => {
+                    if let Some(observe) = &options.observe_write {
+                        observe(started.elapsed());
+                    }
                     health
                         .stored_through
                         .fetch_max(batch.max_id(), Ordering::Relaxed);
