@@ -27,13 +27,18 @@ use vitals::Histogram;
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "fieldvitals.sqlite3";
 
+/// Called with the duration of every successful store write (for the collector's latency histogram).
+pub type WriteObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// Tunables of the embedded store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EmbeddedOptions {
     /// How often in-memory minute deltas are written (the freshness of query answers).
     pub flush_interval: Duration,
     /// Day rows older than this many days are deleted; 0 keeps them forever.
     pub day_retention_days: u32,
+    /// Observer of write latencies.
+    pub observe_write: Option<WriteObserver>,
 }
 
 impl Default for EmbeddedOptions {
@@ -41,6 +46,7 @@ impl Default for EmbeddedOptions {
         EmbeddedOptions {
             flush_interval: Duration::from_secs(1),
             day_retention_days: 400,
+            observe_write: None,
         }
     }
 }
