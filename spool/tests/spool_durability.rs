@@ -1,0 +1,241 @@
+//! The spool's promises: acknowledged records survive reopen and `kill -9`, torn tails are cut, readers see every
+//! record once in order, checkpoints free segments, and a full spool refuses at once.
+
+use spool::{Spool, SpoolError, SpoolOptions};
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+fn payload(i: u64) -> Vec<u8> {
+    format!("beacon-{i}-{}", "x".repeat((i % 97) as usize)).into_bytes()
+}
+
+async fn append(s: &Spool, p: Vec<u8>) -> Result<u64, SpoolError> {
+    s.append(p)?.await.expect("writer answers")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_appends_read_back_in_order_after_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = SpoolOptions {
+        segment_bytes: 16 * 1024,
+        ..SpoolOptions::default()
+    };
+    let (s, rec) = Spool::open(d.path(), opts.clone(), 0).unwrap();
+    assert_eq!((rec.records, rec.next_seq), (0, 1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..8u64 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..250u64 {
+                let id = t * 1000 + i;
+                got.push((append(&s, payload(id)).await.unwrap(), id));
+            }
+            got
+        });
+    }
+    let mut acked = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        acked.extend(r.unwrap());
+    }
+    acked.sort();
+    assert_eq!(acked.len(), 2000);
+    assert_eq!(acked.first().unwrap().0, 1);
+    assert_eq!(acked.last().unwrap().0, 2000, "dense sequence numbers");
+    assert!(
+        s.stats()
+            .segments
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 1,
+        "segments rolled"
+    );
+    s.close();
+    let (s, rec) = Spool::open(d.path(), opts, 0).unwrap();
+    assert_eq!(
+        (rec.records, rec.truncated_bytes, rec.next_seq),
+        (2000, 0, 2001)
+    );
+    let mut r = s.reader(0);
+    for (seq, id) in &acked {
+        let (got_seq, bytes) = r.next().await.unwrap().unwrap();
+        assert_eq!((got_seq, bytes), (*seq, payload(*id)));
+    }
+    // Reading from a checkpoint skips what is stored.
+    let mut r = s.reader(1500);
+    assert_eq!(r.next().await.unwrap().unwrap().0, 1501);
+    assert_eq!(append(&s, b"after".to_vec()).await.unwrap(), 2001);
+    s.close();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_torn_tail_is_cut_and_sequence_numbers_continue() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path(), SpoolOptions::default(), 0).unwrap();
+    for i in 0..10 {
+        append(&s, payload(i)).await.unwrap();
+    }
+    s.close();
+    let seg = std::fs::read_dir(d.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let full = std::fs::metadata(&seg).unwrap().len();
+    // A crash mid-record: half of an 11th record's bytes, then random garbage.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&[40, 0, 0, 0, 1, 2, 3, 4, 11, 0, 0, 0, 0, 0, 0, 0, b'b', b'e'])
+        .unwrap();
+    drop(f);
+    let (s, rec) = Spool::open(d.path(), SpoolOptions::default(), 0).unwrap();
+    assert_eq!(
+        (rec.records, rec.truncated_bytes, rec.next_seq),
+        (10, 18, 11)
+    );
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), full);
+    assert_eq!(append(&s, b"next".to_vec()).await.unwrap(), 11);
+    let mut r = s.reader(9);
+    assert_eq!(r.next().await.unwrap().unwrap(), (10, payload(9)));
+    assert_eq!(r.next().await.unwrap().unwrap(), (11, b"next".to_vec()));
+    s.close();
+    // The store's checkpoint wins over an emptied spool: ids are never reused.
+    std::fs::remove_dir_all(d.path()).unwrap();
+    let (s, rec) = Spool::open(d.path(), SpoolOptions::default(), 5001).unwrap();
+    assert_eq!(rec.next_seq, 5001);
+    assert_eq!(append(&s, b"x".to_vec()).await.unwrap(), 5001);
+    s.close();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_reader_follows_checkpoints_free_segments_and_a_full_spool_refuses() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = SpoolOptions {
+        segment_bytes: 4096,
+        max_bytes: 64 * 1024,
+        ..SpoolOptions::default()
+    };
+    let (s, _) = Spool::open(d.path(), opts, 0).unwrap();
+    let mut reader = s.reader(0);
+    let consumer = tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Some(r) = reader.next().await {
+            let (seq, _) = r.unwrap();
+            n += 1;
+            assert_eq!(seq, n, "in order, once");
+            if n == 300 {
+                break;
+            }
+        }
+        n
+    });
+    for i in 0..300 {
+        append(&s, payload(i)).await.unwrap();
+    }
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), consumer)
+            .await
+            .unwrap()
+            .unwrap(),
+        300
+    );
+    let before = s
+        .stats()
+        .segments
+        .load(std::sync::atomic::Ordering::Relaxed);
+    s.checkpoint(300);
+    let after = s
+        .stats()
+        .segments
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        before > 3 && after == 1,
+        "stored segments deleted: {before} -> {after}"
+    );
+    // Nothing is checkpointed from here: past 64 KiB appends fail at once.
+    let mut full = None;
+    for i in 0..10_000 {
+        match s.append(payload(i)) {
+            Ok(rx) => {
+                rx.await.unwrap().unwrap();
+            }
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(matches!(full, Some(SpoolError::Full(_))), "{full:?}");
+    s.checkpoint(u64::MAX / 2);
+    append(&s, b"room again".to_vec()).await.unwrap();
+    s.close();
+}
+
+/// The child half of the kill -9 test: appends until killed, printing each acknowledged sequence number.
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_child() {
+    let Ok(dir) = std::env::var("SPOOL_CRASH_CHILD_DIR") else {
+        return;
+    };
+    let (s, _) = Spool::open(
+        std::path::Path::new(&dir),
+        SpoolOptions {
+            segment_bytes: 64 * 1024,
+            ..SpoolOptions::default()
+        },
+        0,
+    )
+    .unwrap();
+    let mut out = std::io::stdout().lock();
+    for i in 0.. {
+        let seq = append(&s, payload(i)).await.unwrap();
+        writeln!(out, "ack {seq} {i}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn every_acknowledged_record_survives_kill_9() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env("SPOOL_CRASH_CHILD_DIR", d.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut acked = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        // libtest may print "test crash_child ... " on the same line before the first ack.
+        if let Some(rest) = line.find("ack ").map(|at| &line[at + 4..]) {
+            let mut it = rest.split(' ').map(|x| x.parse::<u64>().unwrap());
+            acked.push((it.next().unwrap(), it.next().unwrap()));
+            if acked.len() == 3000 {
+                break;
+            }
+        }
+    }
+    // SIGKILL: no destructor, no flush, no sync.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (s, rec) = Spool::open(d.path(), SpoolOptions::default(), 0).unwrap();
+        assert!(
+            rec.records >= acked.len() as u64,
+            "{} on disk, {} acknowledged",
+            rec.records,
+            acked.len()
+        );
+        let mut r = s.reader(0);
+        for (seq, i) in &acked {
+            let (got, bytes) = r.next().await.unwrap().unwrap();
+            assert_eq!(
+                (got, bytes),
+                (*seq, payload(*i)),
+                "acknowledged record {seq} intact"
+            );
+        }
+        s.close();
+    });
+}
