@@ -10,6 +10,7 @@
 //! Time ranges are first snapped by [`snap_range`] to the resolution every store keeps for that age (minutes for the
 //! last 48 hours, hours for 90 days, days beyond), so that a query's effective range is the same whatever the store.
 
+pub mod codec;
 pub mod embedded;
 mod time_range;
 

@@ -82,6 +82,25 @@ impl PageUrl {
         Ok(PageUrl { host, path, page })
     }
 
+    /// Rebuilds a normalised URL from its stored parts (the spool's records), checking the invariants that
+    /// [`PageUrl::parse`] establishes, so a corrupt record cannot produce a page the API could never show.
+    pub fn from_parts(host: &str, path: &str, page: &str) -> Option<PageUrl> {
+        let ok = !host.is_empty()
+            && host.len() <= MAX_HOST_BYTES
+            && path.starts_with('/')
+            && page.starts_with('/')
+            && path.len() <= MAX_PATH_BYTES + 4
+            && page.len() <= 4 * MAX_PATH_BYTES
+            && ![host, path, page]
+                .iter()
+                .any(|s| s.contains(['?', '#']) || s.chars().any(char::is_control));
+        ok.then(|| PageUrl {
+            host: host.to_string(),
+            path: path.to_string(),
+            page: page.to_string(),
+        })
+    }
+
     /// Lower-case host, with the port when one was given.
     pub fn host(&self) -> &str {
         &self.host
