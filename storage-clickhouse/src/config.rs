@@ -1,0 +1,183 @@
+//! Connection and behaviour settings of the ClickHouse store, validated once so the rest can trust them.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A secret string (a password) that never shows in `Debug`, `Display` or logs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// No secret set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"[redacted]\"" })
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "" } else { "[redacted]" })
+    }
+}
+
+/// Everything the ClickHouse store needs to know.
+#[derive(Debug, Clone)]
+pub struct ClickHouseConfig {
+    /// HTTP endpoint, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Database holding the tables (an identifier: letters, digits, `_`).
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password (never logged).
+    pub password: Secret,
+    /// Identity of this writer's id sequence (the collector's spool): ids are unique and increasing per source, so
+    /// deduplication after a replay looks at this source's rows only. Several collectors must use different ones.
+    pub source: String,
+    /// Whole days of raw rows kept (at least 3: queries read raw rows for the minute-resolution edges of the
+    /// last 48 hours, and a day partition is dropped only when all of it is older than this).
+    pub raw_retention_days: u32,
+    /// Whole days of hourly rollups kept; 0 keeps them forever.
+    pub rollup_retention_days: u32,
+    /// A batch is sent when it has this many rows…
+    pub batch_rows: usize,
+    /// …or when its oldest row has waited this long (at most one second).
+    pub batch_max_age: Duration,
+    /// Rows held in memory (current plus sealed batches) before the sink stops reading its input channel.
+    pub max_backlog_rows: usize,
+    /// Time limit of one insert (sending and the server's answer).
+    pub insert_timeout: Duration,
+    /// Time limit of one query.
+    pub query_timeout: Duration,
+    /// First retry delay; doubles per failure up to `retry_max`.
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// When set, the schema is the `ReplicatedMergeTree` + `Distributed` variant on this cluster.
+    pub cluster: Option<String>,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "fieldvitals".into(),
+            user: "default".into(),
+            password: Secret::default(),
+            source: "default".into(),
+            raw_retention_days: 30,
+            rollup_retention_days: 400,
+            batch_rows: 20_000,
+            batch_max_age: Duration::from_millis(500),
+            max_backlog_rows: 200_000,
+            insert_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(30),
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            cluster: None,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("clickhouse config: {0}")]
+pub struct ConfigError(pub String);
+
+/// Identifiers are put into SQL text (they cannot be bound), so they are restricted to a safe alphabet.
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+impl ClickHouseConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return err(format!("url {:?} must start with http:// or https://", self.url));
+        }
+        if !is_identifier(&self.database) {
+            return err(format!(
+                "database {:?} must be letters, digits and _ (not starting with a digit)",
+                self.database
+            ));
+        }
+        if let Some(c) = &self.cluster {
+            if !is_identifier(c) {
+                return err(format!("cluster {c:?} must be letters, digits and _"));
+            }
+        }
+        if self.source.is_empty() || self.source.len() > 128 {
+            return err("source must be 1 to 128 bytes".into());
+        }
+        if self.raw_retention_days < 3 {
+            return err(format!(
+                "raw retention of {} days is too short: queries read raw rows of the last 48 hours (minimum 3)",
+                self.raw_retention_days
+            ));
+        }
+        if self.rollup_retention_days != 0 && self.rollup_retention_days < self.raw_retention_days {
+            return err("rollup retention must be 0 (forever) or at least the raw retention".into());
+        }
+        if self.batch_rows == 0 || self.batch_max_age.is_zero() || self.batch_max_age > Duration::from_secs(1)
+        {
+            return err("batches need at least one row and a maximum age above 0 and at most 1 s".into());
+        }
+        if self.max_backlog_rows < self.batch_rows {
+            return err("max backlog rows must be at least the batch size".into());
+        }
+        if self.insert_timeout.is_zero() || self.query_timeout.is_zero() {
+            return err("timeouts must be above 0".into());
+        }
+        if self.retry_min.is_zero() || self.retry_max < self.retry_min {
+            return err("retry delays must be above 0 with max >= min".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print_and_bad_settings_are_refused() {
+        let c = ClickHouseConfig {
+            password: Secret::new("hunter2"),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(format!("{}", c.password), "[redacted]");
+        assert!(c.validate().is_ok());
+        for bad in [
+            ClickHouseConfig { database: "x; DROP".into(), ..Default::default() },
+            ClickHouseConfig { database: "1x".into(), ..Default::default() },
+            ClickHouseConfig { cluster: Some("a-b".into()), ..Default::default() },
+            ClickHouseConfig { raw_retention_days: 2, ..Default::default() },
+            ClickHouseConfig { batch_max_age: Duration::from_millis(1001), ..Default::default() },
+            ClickHouseConfig { url: "127.0.0.1:8123".into(), ..Default::default() },
+            ClickHouseConfig { max_backlog_rows: 10, ..Default::default() },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}

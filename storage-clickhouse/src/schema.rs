@@ -1,0 +1,223 @@
+//! The schema as versioned migrations, rendered for one server or for a cluster.
+//!
+//! Every statement is idempotent (`IF NOT EXISTS`), so running the migrations twice, or from several collectors at
+//! once, converges on the same schema; a version is recorded in `schema_migrations` after its statements succeeded
+//! (concurrent runners may record it twice: the table is a ReplacingMergeTree and readers use `DISTINCT`).
+//!
+//! Only SQL that ClickHouse 18.16 understands is used (no TTL, CODEC, LowCardinality, Map, DateTime64), and it is
+//! checked against modern ClickHouse by `.ci/chdb.sh`. Time arithmetic is done on Unix seconds rather than with
+//! `toStartOfHour`/`toYYYYMMDD`, which follow the server's time zone: hours and days are UTC whatever the server's
+//! zone, exactly like the embedded store and `storage::snap_range`.
+
+use crate::config::ClickHouseConfig;
+
+/// The raw table (what inserts and raw-edge queries name).
+pub const RAW: &str = "samples";
+/// The hourly rollup table (what rollup queries name).
+pub const ROLLUP: &str = "rollup_hourly";
+/// The migrations record.
+pub const MIGRATIONS: &str = "schema_migrations";
+
+/// One schema version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// Version number, increasing from 1.
+    pub version: u32,
+    /// What it does.
+    pub name: &'static str,
+    /// Its statements, in order, each idempotent.
+    pub statements: Vec<String>,
+}
+
+/// Names and engines, which differ between one server and a cluster.
+struct Layout<'a> {
+    db: &'a str,
+    cluster: Option<&'a str>,
+}
+
+impl Layout<'_> {
+    fn on_cluster(&self) -> String {
+        self.cluster
+            .map(|c| format!(" ON CLUSTER {c}"))
+            .unwrap_or_default()
+    }
+
+    /// The table that physically holds rows: `<name>_local` on a cluster, `<name>` otherwise.
+    fn local(&self, name: &str) -> String {
+        match self.cluster {
+            Some(_) => format!("{}.{name}_local", self.db),
+            None => format!("{}.{name}", self.db),
+        }
+    }
+
+    fn engine(&self, family: &str, name: &str) -> String {
+        match self.cluster {
+            // One replication path per shard and table; `{shard}` and `{replica}` are each server's macros.
+            Some(_) => format!(
+                "Replicated{family}('/clickhouse/tables/{{shard}}/{}/{name}_local', '{{replica}}')",
+                self.db
+            ),
+            None => family.to_string(),
+        }
+    }
+
+    /// On a cluster, the `Distributed` table that fans inserts and queries out over the shards.
+    fn distributed(&self, name: &str) -> Option<String> {
+        self.cluster.map(|c| {
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{name}{oc} AS {db}.{name}_local \
+                 ENGINE = Distributed({c}, {db}, {name}_local, rand())",
+                db = self.db,
+                oc = self.on_cluster(),
+            )
+        })
+    }
+}
+
+/// `CREATE DATABASE`, run before everything else (the only statement that does not name the database's tables).
+pub fn create_database(cfg: &ClickHouseConfig) -> String {
+    let l = Layout {
+        db: &cfg.database,
+        cluster: cfg.cluster.as_deref(),
+    };
+    format!("CREATE DATABASE IF NOT EXISTS {}{}", cfg.database, l.on_cluster())
+}
+
+/// The migrations table.
+pub fn create_migrations_table(cfg: &ClickHouseConfig) -> String {
+    let l = Layout {
+        db: &cfg.database,
+        cluster: cfg.cluster.as_deref(),
+    };
+    let engine = match cfg.cluster {
+        // One replicated table over all servers, so any server answers which versions ran.
+        Some(_) => format!(
+            "ReplicatedReplacingMergeTree('/clickhouse/tables/all/{}/{MIGRATIONS}', '{{replica}}')",
+            cfg.database
+        ),
+        None => "ReplacingMergeTree".into(),
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{MIGRATIONS}{oc} \
+         (version UInt32, name String, applied_at DateTime) ENGINE = {engine} ORDER BY version",
+        db = cfg.database,
+        oc = l.on_cluster(),
+    )
+}
+
+/// Every migration, in version order.
+pub fn migrations(cfg: &ClickHouseConfig) -> Vec<Migration> {
+    let l = Layout {
+        db: &cfg.database,
+        cluster: cfg.cluster.as_deref(),
+    };
+    let oc = l.on_cluster();
+    let db = &cfg.database;
+
+    // v1: raw samples. Day partitions (UTC day number) make retention a DROP PARTITION; the sort key serves
+    // "one site, one metric, a time range". Codes: device 0 phone 1 tablet 2 desktop; nav = vitals NavType code;
+    // metric = vitals Metric code; rating 0 good 1 needs improvement 2 poor; bucket = vitals::histogram::bucket_of.
+    let mut v1 = vec![format!(
+        "CREATE TABLE IF NOT EXISTS {raw}{oc} (\
+         time DateTime, site String, page String, host String, path String, \
+         device UInt8, release String, nav UInt8, metric UInt8, value Float64, rating UInt8, bucket UInt64, \
+         source String, beacon_id UInt64\
+         ) ENGINE = {engine} PARTITION BY intDiv(toUInt32(time), 86400) ORDER BY (site, metric, time)",
+        raw = l.local(RAW),
+        engine = l.engine("MergeTree", RAW),
+    )];
+    v1.extend(l.distributed(RAW));
+
+    // v2: hourly rollup, one row per (hour, site, metric, page, device, release, nav), filled by a materialized view
+    // on every insert into the raw table. The histogram is a mergeable sumMap of (bucket, count) with the raw
+    // table's buckets, so merged rollups give exactly the histogram the raw rows give.
+    let mut v2 = vec![format!(
+        "CREATE TABLE IF NOT EXISTS {rollup}{oc} (\
+         hour DateTime, site String, metric UInt8, page String, device UInt8, release String, nav UInt8, \
+         samples AggregateFunction(count), \
+         good AggregateFunction(sum, UInt64), ni AggregateFunction(sum, UInt64), poor AggregateFunction(sum, UInt64), \
+         hist AggregateFunction(sumMap, Array(UInt64), Array(UInt64))\
+         ) ENGINE = {engine} PARTITION BY intDiv(toUInt32(hour), 86400) \
+         ORDER BY (site, metric, hour, page, device, release, nav)",
+        rollup = l.local(ROLLUP),
+        engine = l.engine("AggregatingMergeTree", ROLLUP),
+    )];
+    v2.extend(l.distributed(ROLLUP));
+    v2.push(format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{ROLLUP}_mv{oc} TO {rollup} AS SELECT \
+         toDateTime(intDiv(toUInt32(time), 3600) * 3600) AS hour, site, metric, page, device, release, nav, \
+         countState() AS samples, \
+         sumState(toUInt64(rating = 0)) AS good, sumState(toUInt64(rating = 1)) AS ni, \
+         sumState(toUInt64(rating = 2)) AS poor, \
+         sumMapState([bucket], [toUInt64(1)]) AS hist \
+         FROM {raw} GROUP BY hour, site, metric, page, device, release, nav",
+        rollup = l.local(ROLLUP),
+        raw = l.local(RAW),
+    ));
+
+    vec![
+        Migration {
+            version: 1,
+            name: "raw samples",
+            statements: v1,
+        },
+        Migration {
+            version: 2,
+            name: "hourly rollup with sumMap histograms",
+            statements: v2,
+        },
+    ]
+}
+
+/// The physical tables whose partitions retention drops, with their retention in days (0 = forever).
+pub fn retained_tables(cfg: &ClickHouseConfig) -> Vec<(String, u32)> {
+    let l = Layout {
+        db: &cfg.database,
+        cluster: cfg.cluster.as_deref(),
+    };
+    vec![
+        (l.local(RAW), cfg.raw_retention_days),
+        (l.local(ROLLUP), cfg.rollup_retention_days),
+    ]
+}
+
+/// `ON CLUSTER …` or nothing, for statements other modules build.
+pub fn on_cluster(cfg: &ClickHouseConfig) -> String {
+    Layout {
+        db: &cfg.database,
+        cluster: cfg.cluster.as_deref(),
+    }
+    .on_cluster()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_variant_uses_replicated_local_tables_behind_distributed_ones() {
+        let single = ClickHouseConfig::default();
+        let all: Vec<String> = migrations(&single).into_iter().flat_map(|m| m.statements).collect();
+        assert!(all.iter().all(|s| s.contains("IF NOT EXISTS") && !s.contains("ON CLUSTER")));
+        assert!(!all.iter().any(|s| s.contains("Replicated") || s.contains("Distributed")));
+        for banned in ["TTL", "CODEC", "LowCardinality", "Map(", "DateTime64", "toStartOf", "?"] {
+            assert!(!all.iter().any(|s| s.contains(banned)), "{banned}");
+        }
+
+        let cl = ClickHouseConfig {
+            cluster: Some("fv".into()),
+            ..Default::default()
+        };
+        let all: Vec<String> = migrations(&cl).into_iter().flat_map(|m| m.statements).collect();
+        assert!(all.iter().all(|s| s.contains(" ON CLUSTER fv ")));
+        assert!(all.iter().any(|s| s.contains(
+            "ENGINE = Distributed(fv, fieldvitals, samples_local, rand())"
+        )));
+        assert!(all.iter().any(|s| s.contains(
+            "ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/fieldvitals/rollup_hourly_local', '{replica}')"
+        )));
+        assert!(all.iter().any(|s| s.contains("TO fieldvitals.rollup_hourly_local")
+            && s.contains("FROM fieldvitals.samples_local")));
+        assert!(create_migrations_table(&cl).contains("ReplicatedReplacingMergeTree"));
+    }
+}

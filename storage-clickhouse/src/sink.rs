@@ -1,0 +1,502 @@
+//! The batching sink: accepted beacons in, raw rows out to ClickHouse, exactly once.
+//!
+//! Batches are cut by rows, by age (≤ `batch_max_age`) and at UTC day boundaries, so every insert is one block in
+//! one partition — atomic: after any failure the batch is either wholly stored or not at all. Batches are inserted
+//! strictly in order and ids grow, so the set of stored ids of this writer's `source` is always a prefix of what
+//! it was sent. That makes deduplication one query: before the first insert and before every retry the sink reads
+//! the largest stored id and drops rows at or below it (a batch whose insert timed out after the server committed
+//! it is then not sent twice; a spool replayed after a crash skips what the previous process stored).
+//!
+//! While inserts fail the sink keeps reading its channel until `max_backlog_rows` are held, then stops reading,
+//! so the caller's bounded channel fills and its backpressure applies; nothing is dropped while retrying. Rows
+//! ClickHouse refuses as data (or that fail client-side checks) are isolated by splitting the batch at beacon
+//! boundaries; a beacon that fails alone is dropped, counted and logged, so a bad row never blocks the queue.
+
+use crate::config::ClickHouseConfig;
+use crate::error::{classify, ErrorClass};
+use crate::schema::RAW;
+use crate::ClickHouseStore;
+use clickhouse::Client;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use storage::{Accepted, DAY_MS};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// One raw row, in the column order of the `samples` table.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize)]
+pub struct RawRow {
+    /// Receive time, Unix seconds.
+    pub time: u32,
+    /// Site.
+    pub site: String,
+    /// Page key.
+    pub page: String,
+    /// Host.
+    pub host: String,
+    /// Path without the query string.
+    pub path: String,
+    /// Device class code.
+    pub device: u8,
+    /// Release, `""` for none.
+    pub release: String,
+    /// Navigation type code.
+    pub nav: u8,
+    /// Metric code.
+    pub metric: u8,
+    /// Value in the metric's unit.
+    pub value: f64,
+    /// Rating code.
+    pub rating: u8,
+    /// `vitals::histogram::bucket_of(metric, value)`.
+    pub bucket: u64,
+    /// The writer's source.
+    pub source: String,
+    /// The accepted beacon's id.
+    pub beacon_id: u64,
+}
+
+/// The rows of one beacon; samples whose values are not finite or out of the metric's bounds are refused here.
+pub fn rows_of(a: &Accepted, source: &str) -> (Vec<RawRow>, usize) {
+    let b = &a.beacon;
+    let mut refused = 0;
+    let rows = b
+        .metrics
+        .iter()
+        .filter(|s| {
+            let ok = s.value.is_finite() && s.value >= 0.0 && s.value <= s.metric.max_value();
+            refused += usize::from(!ok);
+            ok
+        })
+        .map(|s| RawRow {
+            time: a.received_at_ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32,
+            site: b.site.as_str().to_string(),
+            page: b.url.page().to_string(),
+            host: b.url.host().to_string(),
+            path: b.url.path().to_string(),
+            device: a.device.code(),
+            release: b.release.as_ref().map_or("", |r| r.as_str()).to_string(),
+            nav: b.nav.code(),
+            metric: s.metric.code(),
+            value: s.value,
+            rating: s.metric.rate(s.value).code(),
+            bucket: vitals::histogram::bucket_of(s.metric, s.value),
+            source: source.to_string(),
+            beacon_id: a.id,
+        })
+        .collect();
+    (rows, refused)
+}
+
+/// What the sink is doing, for `/readyz`, metrics and the spool checkpointer.
+#[derive(Debug, Default)]
+pub struct SinkMonitor {
+    stored_through: AtomicU64,
+    failing_since_ms: AtomicI64,
+    backlog_rows: AtomicU64,
+    backlog_full: AtomicBool,
+    retries: AtomicU64,
+    rows_inserted: AtomicU64,
+    batches_inserted: AtomicU64,
+    data_error_rows: AtomicU64,
+    duplicate_beacons: AtomicU64,
+    last_ok_ms: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A snapshot of [`SinkMonitor`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SinkHealth {
+    /// Inserts are failing or the backlog is full.
+    pub degraded: bool,
+    /// The id through which every accepted beacon is stored.
+    pub stored_through: u64,
+    /// Unix ms since which inserts have been failing (0 when the last one succeeded).
+    pub failing_since_ms: i64,
+    /// Rows held in memory.
+    pub backlog_rows: u64,
+    /// Insert attempts retried.
+    pub retries: u64,
+    /// Rows inserted.
+    pub rows_inserted: u64,
+    /// Batches inserted.
+    pub batches_inserted: u64,
+    /// Rows dropped as bad data.
+    pub data_error_rows: u64,
+    /// Beacons skipped because they were already stored (replays).
+    pub duplicate_beacons: u64,
+    /// Unix ms of the last successful insert (0 before the first).
+    pub last_ok_ms: i64,
+    /// The last error.
+    pub last_error: Option<String>,
+}
+
+impl SinkMonitor {
+    /// Inserts are failing (being retried) or the backlog is full.
+    pub fn is_degraded(&self) -> bool {
+        self.failing_since_ms.load(Ordering::Relaxed) != 0 || self.backlog_full.load(Ordering::Relaxed)
+    }
+
+    /// The highest id such that every accepted beacon with an id at or below it is stored (or was refused as bad
+    /// data): the spool may forget everything up to it.
+    pub fn stored_through(&self) -> u64 {
+        self.stored_through.load(Ordering::Acquire)
+    }
+
+    /// A snapshot.
+    pub fn health(&self) -> SinkHealth {
+        SinkHealth {
+            degraded: self.is_degraded(),
+            stored_through: self.stored_through(),
+            failing_since_ms: self.failing_since_ms.load(Ordering::Relaxed),
+            backlog_rows: self.backlog_rows.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            rows_inserted: self.rows_inserted.load(Ordering::Relaxed),
+            batches_inserted: self.batches_inserted.load(Ordering::Relaxed),
+            data_error_rows: self.data_error_rows.load(Ordering::Relaxed),
+            duplicate_beacons: self.duplicate_beacons.load(Ordering::Relaxed),
+            last_ok_ms: self.last_ok_ms.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().expect("monitor lock").clone(),
+        }
+    }
+
+    fn advance(&self, id: u64) {
+        self.stored_through.fetch_max(id, Ordering::AcqRel);
+    }
+
+    fn set_error(&self, e: String) {
+        *self.last_error.lock().expect("monitor lock") = Some(e);
+    }
+}
+
+/// What was left unsent when the stop deadline passed (the spool replays it on the next start).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("clickhouse sink stopped with {rows} rows unsent (stored through id {stored_through})")]
+pub struct Unflushed {
+    /// Rows not stored.
+    pub rows: u64,
+    /// The id through which everything is stored.
+    pub stored_through: u64,
+}
+
+/// A running sink.
+pub struct SinkHandle {
+    monitor: Arc<SinkMonitor>,
+    stop: watch::Sender<Option<Instant>>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl SinkHandle {
+    /// The shared monitor.
+    pub fn monitor(&self) -> Arc<SinkMonitor> {
+        self.monitor.clone()
+    }
+
+    /// Stops reading new input once what is already queued in the channel is taken, stores everything held,
+    /// retrying until `deadline` from now, and returns. Closing every sender has the same effect without a
+    /// deadline.
+    pub async fn flush_and_stop(self, deadline: Duration) -> Result<(), Unflushed> {
+        let _ = self.stop.send(Some(Instant::now() + deadline));
+        let left = match self.task.await {
+            Ok(left) => left,
+            Err(e) => {
+                tracing::error!(error = %e, "clickhouse sink task failed");
+                u64::MAX
+            }
+        };
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(Unflushed {
+                rows: left,
+                stored_through: self.monitor.stored_through(),
+            })
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Batch {
+    rows: Vec<RawRow>,
+    /// Largest beacon id covered (beacons whose samples were all refused still count).
+    max_id: u64,
+    day: Option<i64>,
+}
+
+enum Outcome {
+    Stored,
+    Failed(ErrorClass, String),
+}
+
+type Attempt = Pin<Box<dyn Future<Output = (Batch, Option<u64>, Outcome)> + Send>>;
+
+/// One insert attempt; when `verify`, first drops rows already stored (largest stored id of the source).
+fn attempt(client: Client, cfg: ClickHouseConfig, mut batch: Batch, verify: bool) -> Attempt {
+    Box::pin(async move {
+        let mut verified = None;
+        if verify {
+            let q = client
+                .query(&format!(
+                    "SELECT toUInt64(max(beacon_id)) FROM {}.{RAW} WHERE source = ?",
+                    cfg.database
+                ))
+                .bind(cfg.source.as_str());
+            match tokio::time::timeout(cfg.query_timeout, q.fetch_one::<u64>()).await {
+                Ok(Ok(m)) => {
+                    verified = Some(m);
+                    batch.rows.retain(|r| r.beacon_id > m);
+                }
+                Ok(Err(e)) => return (batch, None, Outcome::Failed(ErrorClass::Retry, format!("reading stored ids: {e}"))),
+                Err(_) => return (batch, None, Outcome::Failed(ErrorClass::Retry, "reading stored ids: timed out".into())),
+            }
+        }
+        if batch.rows.is_empty() {
+            return (batch, verified, Outcome::Stored);
+        }
+        let res = tokio::time::timeout(cfg.insert_timeout, insert(&client, &cfg, &batch.rows)).await;
+        let outcome = match res {
+            Ok(Ok(())) => Outcome::Stored,
+            Ok(Err(e)) => Outcome::Failed(classify(&e), e.to_string()),
+            Err(_) => Outcome::Failed(ErrorClass::Retry, "insert timed out".into()),
+        };
+        (batch, verified, outcome)
+    })
+}
+
+async fn insert(client: &Client, cfg: &ClickHouseConfig, rows: &[RawRow]) -> clickhouse::error::Result<()> {
+    let mut ins = client
+        .insert_unescaped::<RawRow>(&format!("{}.{RAW}", cfg.database))
+        .await?
+        .with_timeouts(Some(cfg.insert_timeout), Some(cfg.insert_timeout));
+    for r in rows {
+        ins.write(r).await?;
+    }
+    ins.end().await
+}
+
+/// Splits a batch at the beacon boundary nearest its middle; `None` when it holds one beacon.
+fn split(mut b: Batch) -> Result<(Batch, Batch), Batch> {
+    let n = b.rows.len();
+    if n == 0 || b.rows[0].beacon_id == b.rows[n - 1].beacon_id {
+        return Err(b);
+    }
+    let mid = n / 2;
+    let id = b.rows[mid].beacon_id;
+    // The first row of `id`'s beacon, or, if that is row 0, the first row after it.
+    let mut cut = b.rows[..mid].iter().rposition(|r| r.beacon_id != id).map_or(0, |i| i + 1);
+    if cut == 0 {
+        cut = b.rows.iter().position(|r| r.beacon_id != id).expect("two beacons");
+    }
+    let second = b.rows.split_off(cut);
+    let first_max = second[0].beacon_id - 1;
+    Ok((
+        Batch { rows: b.rows, max_id: first_max, day: b.day },
+        Batch { rows: second, max_id: b.max_id, day: b.day },
+    ))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Starts the sink reading `rx`. Ids must increase along the channel (the spool's order); an id at or below one
+/// already received is a replayed duplicate and is skipped.
+pub fn spawn_sink(store: &ClickHouseStore, rx: mpsc::Receiver<Accepted>) -> SinkHandle {
+    let monitor = Arc::new(SinkMonitor::default());
+    let (stop, stop_rx) = watch::channel(None);
+    let task = tokio::spawn(run(store.client().clone(), store.config().clone(), rx, stop_rx, monitor.clone()));
+    SinkHandle { monitor, stop, task }
+}
+
+async fn run(
+    client: Client,
+    cfg: ClickHouseConfig,
+    mut rx: mpsc::Receiver<Accepted>,
+    mut stop_rx: watch::Receiver<Option<Instant>>,
+    m: Arc<SinkMonitor>,
+) -> u64 {
+    let mut current = Batch::default();
+    let mut opened_at: Option<Instant> = None;
+    let mut sealed: VecDeque<Batch> = VecDeque::new();
+    let mut inflight: Option<Attempt> = None;
+    let mut inflight_rows = 0usize;
+    let mut retry_at: Option<Instant> = None;
+    let mut failures: u32 = 0;
+    let mut verify = true; // the first insert checks what a previous process already stored
+    let mut last_id = 0u64;
+    let mut input_open = true;
+    let mut deadline: Option<Instant> = None;
+
+    let backlog = |current: &Batch, sealed: &VecDeque<Batch>, inflight_rows: usize| {
+        current.rows.len() + sealed.iter().map(|b| b.rows.len()).sum::<usize>() + inflight_rows
+    };
+
+    loop {
+        if inflight.is_none() && retry_at.is_none_or(|t| Instant::now() >= t) {
+            if let Some(b) = sealed.pop_front() {
+                retry_at = None;
+                inflight_rows = b.rows.len();
+                inflight = Some(attempt(client.clone(), cfg.clone(), b, verify));
+            }
+        }
+        let held = backlog(&current, &sealed, inflight_rows);
+        m.backlog_rows.store(held as u64, Ordering::Relaxed);
+        let full = held >= cfg.max_backlog_rows;
+        m.backlog_full.store(full, Ordering::Relaxed);
+        if !input_open && current.rows.is_empty() && current.max_id == 0 && sealed.is_empty() && inflight.is_none() {
+            return 0;
+        }
+        let seal_at = opened_at.map(|t| t + cfg.batch_max_age);
+        let far = Instant::now() + Duration::from_secs(3600);
+
+        tokio::select! {
+            biased;
+            done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
+                inflight = None;
+                inflight_rows = 0;
+                let (batch, verified, outcome) = done;
+                if let Some(v) = verified {
+                    m.advance(v);
+                }
+                match outcome {
+                    Outcome::Stored => {
+                        if !batch.rows.is_empty() {
+                            m.rows_inserted.fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
+                            m.batches_inserted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        m.advance(batch.max_id);
+                        m.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+                        m.failing_since_ms.store(0, Ordering::Relaxed);
+                        verify = false;
+                        failures = 0;
+                    }
+                    Outcome::Failed(ErrorClass::Retry, e) => {
+                        if failures == 0 {
+                            tracing::warn!(error = %e, "clickhouse insert failed, retrying with backoff");
+                        }
+                        m.set_error(e);
+                        m.retries.fetch_add(1, Ordering::Relaxed);
+                        let _ = m.failing_since_ms.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+                        // The server may have committed before the failure surfaced: check before resending.
+                        verify = true;
+                        let delay = cfg.retry_min.saturating_mul(1u32 << failures.min(16)).min(cfg.retry_max);
+                        failures = failures.saturating_add(1);
+                        retry_at = Some(Instant::now() + delay);
+                        sealed.push_front(batch);
+                    }
+                    Outcome::Failed(ErrorClass::Data, e) => {
+                        // Refused as data: nothing of it was stored. Isolate the bad beacon(s) by halving.
+                        verify = false;
+                        match split(batch) {
+                            Ok((a, b)) => {
+                                sealed.push_front(b);
+                                sealed.push_front(a);
+                            }
+                            Err(bad) => {
+                                tracing::error!(error = %e, beacon_id = bad.rows.first().map_or(0, |r| r.beacon_id), rows = bad.rows.len(), "clickhouse refused a beacon's rows as bad data; dropped");
+                                m.data_error_rows.fetch_add(bad.rows.len() as u64, Ordering::Relaxed);
+                                m.set_error(e);
+                                m.advance(bad.max_id);
+                            }
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() && inflight.is_none() => {
+                retry_at = Some(Instant::now());
+            }
+            _ = tokio::time::sleep_until(seal_at.unwrap_or(far)), if seal_at.is_some() => {
+                sealed.push_back(std::mem::take(&mut current));
+                opened_at = None;
+            }
+            got = rx.recv(), if input_open && !full => match got {
+                Some(a) => {
+                    if a.id <= last_id {
+                        m.duplicate_beacons.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    last_id = a.id;
+                    let day = a.received_at_ms.div_euclid(DAY_MS);
+                    if current.day.is_some_and(|d| d != day) {
+                        // One partition per insert keeps every insert atomic.
+                        sealed.push_back(std::mem::take(&mut current));
+                        opened_at = None;
+                    }
+                    let (rows, refused) = rows_of(&a, &cfg.source);
+                    if refused > 0 {
+                        tracing::warn!(beacon_id = a.id, refused, "samples with impossible values dropped before insert");
+                        m.data_error_rows.fetch_add(refused as u64, Ordering::Relaxed);
+                    }
+                    current.rows.extend(rows);
+                    current.max_id = a.id;
+                    current.day = Some(day);
+                    opened_at.get_or_insert_with(Instant::now);
+                    if current.rows.len() >= cfg.batch_rows {
+                        sealed.push_back(std::mem::take(&mut current));
+                        opened_at = None;
+                    }
+                }
+                None => {
+                    input_open = false;
+                    if current.max_id != 0 {
+                        sealed.push_back(std::mem::take(&mut current));
+                    }
+                    opened_at = None;
+                }
+            },
+            _ = stop_rx.changed(), if deadline.is_none() => {
+                deadline = *stop_rx.borrow();
+                // Take what is already queued, then end (recv returns None once drained).
+                rx.close();
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                let left = backlog(&current, &sealed, inflight_rows) as u64;
+                if left > 0 {
+                    tracing::error!(rows = left, "clickhouse sink stopped before storing everything (the spool replays it)");
+                }
+                return left;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: u64) -> RawRow {
+        RawRow {
+            time: 0,
+            site: String::new(),
+            page: String::new(),
+            host: String::new(),
+            path: String::new(),
+            device: 0,
+            release: String::new(),
+            nav: 0,
+            metric: 0,
+            value: 0.0,
+            rating: 0,
+            bucket: 0,
+            source: String::new(),
+            beacon_id: id,
+        }
+    }
+
+    #[test]
+    fn splits_only_at_beacon_boundaries() {
+        let b = Batch { rows: [1, 1, 2, 2, 2, 3].map(row).to_vec(), max_id: 4, day: Some(1) };
+        let (a, b) = split(b).unwrap();
+        assert_eq!(a.rows.iter().map(|r| r.beacon_id).collect::<Vec<_>>(), [1, 1]);
+        assert_eq!((a.max_id, b.max_id), (1, 4));
+        assert_eq!(b.rows.iter().map(|r| r.beacon_id).collect::<Vec<_>>(), [2, 2, 2, 3]);
+        let one = Batch { rows: [7, 7, 7].map(row).to_vec(), max_id: 7, day: None };
+        assert!(split(one).is_err());
+        let (a, b) = split(Batch { rows: [5, 5, 5, 9].map(row).to_vec(), max_id: 9, day: None }).unwrap();
+        assert_eq!((a.rows.len(), a.max_id, b.rows.len()), (3, 8, 1));
+    }
+}
