@@ -26,7 +26,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"[redacted]\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"[redacted]\""
+        })
     }
 }
 
@@ -113,7 +117,10 @@ impl ClickHouseConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError(m));
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return err(format!("url {:?} must start with http:// or https://", self.url));
+            return err(format!(
+                "url {:?} must start with http:// or https://",
+                self.url
+            ));
         }
         if !is_identifier(&self.database) {
             return err(format!(
@@ -136,11 +143,17 @@ impl ClickHouseConfig {
             ));
         }
         if self.rollup_retention_days != 0 && self.rollup_retention_days < self.raw_retention_days {
-            return err("rollup retention must be 0 (forever) or at least the raw retention".into());
+            return err(
+                "rollup retention must be 0 (forever) or at least the raw retention".into(),
+            );
         }
-        if self.batch_rows == 0 || self.batch_max_age.is_zero() || self.batch_max_age > Duration::from_secs(1)
+        if self.batch_rows == 0
+            || self.batch_max_age.is_zero()
+            || self.batch_max_age > Duration::from_secs(1)
         {
-            return err("batches need at least one row and a maximum age above 0 and at most 1 s".into());
+            return err(
+                "batches need at least one row and a maximum age above 0 and at most 1 s".into(),
+            );
         }
         if self.max_backlog_rows < self.batch_rows {
             return err("max backlog rows must be at least the batch size".into());
@@ -169,13 +182,34 @@ mod tests {
         assert_eq!(format!("{}", c.password), "[redacted]");
         assert!(c.validate().is_ok());
         for bad in [
-            ClickHouseConfig { database: "x; DROP".into(), ..Default::default() },
-            ClickHouseConfig { database: "1x".into(), ..Default::default() },
-            ClickHouseConfig { cluster: Some("a-b".into()), ..Default::default() },
-            ClickHouseConfig { raw_retention_days: 2, ..Default::default() },
-            ClickHouseConfig { batch_max_age: Duration::from_millis(1001), ..Default::default() },
-            ClickHouseConfig { url: "127.0.0.1:8123".into(), ..Default::default() },
-            ClickHouseConfig { max_backlog_rows: 10, ..Default::default() },
+            ClickHouseConfig {
+                database: "x; DROP".into(),
+                ..Default::default()
+            },
+            ClickHouseConfig {
+                database: "1x".into(),
+                ..Default::default()
+            },
+            ClickHouseConfig {
+                cluster: Some("a-b".into()),
+                ..Default::default()
+            },
+            ClickHouseConfig {
+                raw_retention_days: 2,
+                ..Default::default()
+            },
+            ClickHouseConfig {
+                batch_max_age: Duration::from_millis(1001),
+                ..Default::default()
+            },
+            ClickHouseConfig {
+                url: "127.0.0.1:8123".into(),
+                ..Default::default()
+            },
+            ClickHouseConfig {
+                max_backlog_rows: 10,
+                ..Default::default()
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

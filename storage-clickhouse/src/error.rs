@@ -60,8 +60,10 @@ mod tests {
 
     #[test]
     fn codes_are_read_from_old_and_new_exception_texts() {
-        let old = "Code: 27, e.displayText() = DB::Exception: Cannot parse input: expected \\t before: x";
-        let new = "Code: 117. DB::Exception: Incorrect data: ... (INCORRECT_DATA) (version 26.9.1.1)";
+        let old =
+            "Code: 27, e.displayText() = DB::Exception: Cannot parse input: expected \\t before: x";
+        let new =
+            "Code: 117. DB::Exception: Incorrect data: ... (INCORRECT_DATA) (version 26.9.1.1)";
         assert_eq!(exception_code(old), Some(27));
         assert_eq!(exception_code(new), Some(117));
         assert_eq!(exception_code("connection refused"), None);
@@ -71,6 +73,9 @@ mod tests {
         assert_eq!(classify(&e), ErrorClass::Retry);
         let e = clickhouse::error::Error::BadResponse("Code: 516. Authentication failed".into());
         assert_eq!(classify(&e), ErrorClass::Retry);
-        assert_eq!(classify(&clickhouse::error::Error::TimedOut), ErrorClass::Retry);
+        assert_eq!(
+            classify(&clickhouse::error::Error::TimedOut),
+            ErrorClass::Retry
+        );
     }
 }

@@ -41,7 +41,9 @@ pub struct ClickHouseStore {
 
 impl std::fmt::Debug for ClickHouseStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClickHouseStore").field("cfg", &self.cfg).finish()
+        f.debug_struct("ClickHouseStore")
+            .field("cfg", &self.cfg)
+            .finish()
     }
 }
 
@@ -91,7 +93,9 @@ impl ClickHouseStore {
         match tokio::time::timeout(self.cfg.query_timeout, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("clickhouse {what}: {e}"))),
-            Err(_) => Err(StoreError::Unavailable(format!("clickhouse {what}: timed out"))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "clickhouse {what}: timed out"
+            ))),
         }
     }
 
@@ -125,7 +129,9 @@ impl ClickHouseStore {
 
     /// The latest schema version this code knows.
     pub fn latest_version(&self) -> u32 {
-        schema::migrations(&self.cfg).last().map_or(0, |m| m.version)
+        schema::migrations(&self.cfg)
+            .last()
+            .map_or(0, |m| m.version)
     }
 
     /// Creates or upgrades the schema. Safe to run twice and concurrently. Returns the versions it applied.
@@ -139,7 +145,8 @@ impl ClickHouseStore {
             return Ok(vec![]);
         }
         self.ddl(&schema::create_database(&self.cfg)).await?;
-        self.ddl(&schema::create_migrations_table(&self.cfg)).await?;
+        self.ddl(&schema::create_migrations_table(&self.cfg))
+            .await?;
         let mut done = Vec::new();
         for m in pending {
             for s in &m.statements {
@@ -147,7 +154,11 @@ impl ClickHouseStore {
             }
             let mut insert = self
                 .client
-                .insert_unescaped::<MigrationRecord>(&format!("{}.{}", self.cfg.database, schema::MIGRATIONS))
+                .insert_unescaped::<MigrationRecord>(&format!(
+                    "{}.{}",
+                    self.cfg.database,
+                    schema::MIGRATIONS
+                ))
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("recording migration: {e}")))?;
             let record = MigrationRecord {
@@ -160,7 +171,11 @@ impl ClickHouseStore {
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("recording migration: {e}")))?;
             self.timed("recording migration", insert.end()).await?;
-            tracing::info!(version = m.version, name = m.name, "clickhouse migration applied");
+            tracing::info!(
+                version = m.version,
+                name = m.name,
+                "clickhouse migration applied"
+            );
             done.push(m.version);
         }
         Ok(done)
@@ -205,8 +220,11 @@ impl ClickHouseStore {
 
     /// The largest beacon id stored for this configuration's source (0 when none).
     pub async fn stored_max_id(&self) -> Result<u64, StoreError> {
-        self.timed("reading the stored beacon ids", max_id_query(&self.client, &self.cfg).fetch_one::<u64>())
-            .await
+        self.timed(
+            "reading the stored beacon ids",
+            max_id_query(&self.client, &self.cfg).fetch_one::<u64>(),
+        )
+        .await
     }
 
     /// Drops the day partitions older than the configured retention (raw rows and rollups separately). Returns how
@@ -222,15 +240,21 @@ impl ClickHouseStore {
             let keep_from = today - i64::from(days) + 1;
             let (db, name) = table.split_once('.').expect("qualified table name");
             let parts: Vec<String> = self
-                .timed("listing partitions", partitions_query(&self.client, db, name).fetch_all::<String>())
+                .timed(
+                    "listing partitions",
+                    partitions_query(&self.client, db, name).fetch_all::<String>(),
+                )
                 .await?;
             for p in parts {
                 let Ok(day) = p.parse::<u32>() else {
                     continue;
                 };
                 if i64::from(day) < keep_from {
-                    self.timed("dropping a partition", drop_partition_query(&self.client, &self.cfg, &table, day).execute())
-                        .await?;
+                    self.timed(
+                        "dropping a partition",
+                        drop_partition_query(&self.client, &self.cfg, &table, day).execute(),
+                    )
+                    .await?;
                     tracing::info!(table, day, "clickhouse retention dropped a day partition");
                     dropped += 1;
                 }
@@ -246,7 +270,10 @@ impl ClickHouseStore {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                if let Err(e) = store.enforce_retention(chrono::Utc::now().timestamp_millis()).await {
+                if let Err(e) = store
+                    .enforce_retention(chrono::Utc::now().timestamp_millis())
+                    .await
+                {
                     tracing::warn!(error = %e, "clickhouse retention failed");
                 }
             }
@@ -271,9 +298,17 @@ fn partitions_query(client: &Client, db: &str, table: &str) -> clickhouse::query
         .bind(table)
 }
 
-fn drop_partition_query(client: &Client, cfg: &ClickHouseConfig, table: &str, day: u32) -> clickhouse::query::Query {
+fn drop_partition_query(
+    client: &Client,
+    cfg: &ClickHouseConfig,
+    table: &str,
+    day: u32,
+) -> clickhouse::query::Query {
     client
-        .query(&format!("ALTER TABLE {table}{} DROP PARTITION ?", schema::on_cluster(cfg)))
+        .query(&format!(
+            "ALTER TABLE {table}{} DROP PARTITION ?",
+            schema::on_cluster(cfg)
+        ))
         .bind(day)
 }
 
@@ -290,21 +325,46 @@ impl HistogramSource for ClickHouseStore {
 pub fn generated_sql(cfg: &ClickHouseConfig) -> Vec<String> {
     use storage::{Filters, GroupBy, HOUR_MS, MINUTE_MS};
     let client = client(cfg);
-    let mut out = vec![schema::create_database(cfg), schema::create_migrations_table(cfg)];
-    out.extend(schema::migrations(cfg).into_iter().flat_map(|m| m.statements));
+    let mut out = vec![
+        schema::create_database(cfg),
+        schema::create_migrations_table(cfg),
+    ];
+    out.extend(
+        schema::migrations(cfg)
+            .into_iter()
+            .flat_map(|m| m.statements),
+    );
     out.push(format!(
         "SELECT DISTINCT version FROM {}.{} ORDER BY version",
         cfg.database,
         schema::MIGRATIONS
     ));
     out.push(max_id_query(&client, cfg).sql_display().to_string());
-    let (db, raw) = schema::retained_tables(cfg)[0].0.split_once('.').map(|(a, b)| (a.to_string(), b.to_string())).expect("qualified");
-    out.push(partitions_query(&client, &db, &raw).sql_display().to_string());
+    let (db, raw) = schema::retained_tables(cfg)[0]
+        .0
+        .split_once('.')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .expect("qualified");
+    out.push(
+        partitions_query(&client, &db, &raw)
+            .sql_display()
+            .to_string(),
+    );
     let h = 493_000 * HOUR_MS; // an hour in 2026
     let bys = [
         GroupBy::default(),
-        GroupBy { page: true, device: true, release: true, nav: true },
-        GroupBy { page: true, device: false, release: false, nav: false },
+        GroupBy {
+            page: true,
+            device: true,
+            release: true,
+            nav: true,
+        },
+        GroupBy {
+            page: true,
+            device: false,
+            release: false,
+            nav: false,
+        },
     ];
     let filters = [
         Filters::default(),
@@ -330,6 +390,15 @@ pub fn generated_sql(cfg: &ClickHouseConfig) -> Vec<String> {
             }
         }
     }
-    out.push(drop_partition_query(&client, cfg, &format!("{}.{}", cfg.database, schema::RAW), 20_000).sql_display().to_string());
+    out.push(
+        drop_partition_query(
+            &client,
+            cfg,
+            &format!("{}.{}", cfg.database, schema::RAW),
+            20_000,
+        )
+        .sql_display()
+        .to_string(),
+    );
     out
 }

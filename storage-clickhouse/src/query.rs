@@ -113,7 +113,12 @@ fn bind_filters(mut query: Query, q: &HistQuery) -> Query {
 }
 
 /// The raw-rows query for the edges `ranges` (values bound client-side).
-pub fn raw_query(client: &Client, cfg: &ClickHouseConfig, q: &HistQuery, ranges: &[(i64, i64)]) -> Query {
+pub fn raw_query(
+    client: &Client,
+    cfg: &ClickHouseConfig,
+    q: &HistQuery,
+    ranges: &[(i64, i64)],
+) -> Query {
     let time_sql: Vec<&str> = ranges
         .iter()
         .map(|_| "(time >= toDateTime(?) AND time < toDateTime(?))")
@@ -128,7 +133,10 @@ pub fn raw_query(client: &Client, cfg: &ClickHouseConfig, q: &HistQuery, ranges:
         times = time_sql.join(" OR "),
         filters = filters_sql(q),
     );
-    let mut query = client.query(&sql).bind(q.site.as_str()).bind(q.metric.code());
+    let mut query = client
+        .query(&sql)
+        .bind(q.site.as_str())
+        .bind(q.metric.code());
     for &(a, b) in ranges {
         query = query.bind(secs(a)).bind(secs(b));
     }
@@ -136,7 +144,13 @@ pub fn raw_query(client: &Client, cfg: &ClickHouseConfig, q: &HistQuery, ranges:
 }
 
 /// The rollup query for the whole hours `[from, to)`.
-pub fn rollup_query(client: &Client, cfg: &ClickHouseConfig, q: &HistQuery, from: i64, to: i64) -> Query {
+pub fn rollup_query(
+    client: &Client,
+    cfg: &ClickHouseConfig,
+    q: &HistQuery,
+    from: i64,
+    to: i64,
+) -> Query {
     let sql = format!(
         "SELECT {g}, countMerge(samples) AS n, sumMerge(good) AS g_good, sumMerge(ni) AS g_ni, \
          sumMerge(poor) AS g_poor, sumMapMerge(hist) AS g_hist \
@@ -181,16 +195,26 @@ pub async fn histograms(
             .map_err(|_| StoreError::Unavailable("clickhouse query timed out".into()))?
             .map_err(|e| StoreError::Unavailable(format!("clickhouse query: {e}")))?;
         for r in rows {
-            let device = DeviceClass::from_code(r.device)
-                .ok_or_else(|| StoreError::Other(format!("clickhouse: unknown device code {}", r.device)))?;
-            let nav = NavType::from_code(r.nav)
-                .ok_or_else(|| StoreError::Other(format!("clickhouse: unknown nav code {}", r.nav)))?;
+            if r.n == 0 {
+                // Grouping by constants only: old servers answer one all-zero row for no data.
+                continue;
+            }
+            let device = DeviceClass::from_code(r.device).ok_or_else(|| {
+                StoreError::Other(format!("clickhouse: unknown device code {}", r.device))
+            })?;
+            let nav = NavType::from_code(r.nav).ok_or_else(|| {
+                StoreError::Other(format!("clickhouse: unknown nav code {}", r.nav))
+            })?;
             let (buckets, counts) = r.hist;
             if buckets.len() != counts.len() || r.good + r.ni + r.poor != r.n {
-                return Err(StoreError::Other("clickhouse: inconsistent aggregates".into()));
+                return Err(StoreError::Other(
+                    "clickhouse: inconsistent aggregates".into(),
+                ));
             }
             let h = Histogram::from_parts(buckets.into_iter().zip(counts), [r.good, r.ni, r.poor])
-                .ok_or_else(|| StoreError::Other("clickhouse: histogram and rating counts disagree".into()))?;
+                .ok_or_else(|| {
+                    StoreError::Other("clickhouse: histogram and rating counts disagree".into())
+                })?;
             let key = GroupKey::project(q.by, &r.page, device, &r.release, nav);
             groups.entry(key).or_default().merge(&h);
         }
@@ -210,14 +234,32 @@ mod tests {
             plan(h - 5 * MINUTE_MS, h + 2 * HOUR_MS + MINUTE_MS),
             Plan {
                 rollup: Some((h, h + 2 * HOUR_MS)),
-                raw: vec![(h - 5 * MINUTE_MS, h), (h + 2 * HOUR_MS, h + 2 * HOUR_MS + MINUTE_MS)]
+                raw: vec![
+                    (h - 5 * MINUTE_MS, h),
+                    (h + 2 * HOUR_MS, h + 2 * HOUR_MS + MINUTE_MS)
+                ]
             }
         );
-        assert_eq!(plan(h, h + HOUR_MS), Plan { rollup: Some((h, h + HOUR_MS)), raw: vec![] });
+        assert_eq!(
+            plan(h, h + HOUR_MS),
+            Plan {
+                rollup: Some((h, h + HOUR_MS)),
+                raw: vec![]
+            }
+        );
         assert_eq!(
             plan(h + MINUTE_MS, h + 2 * MINUTE_MS),
-            Plan { rollup: None, raw: vec![(h + MINUTE_MS, h + 2 * MINUTE_MS)] }
+            Plan {
+                rollup: None,
+                raw: vec![(h + MINUTE_MS, h + 2 * MINUTE_MS)]
+            }
         );
-        assert_eq!(plan(h, h), Plan { rollup: None, raw: vec![] });
+        assert_eq!(
+            plan(h, h),
+            Plan {
+                rollup: None,
+                raw: vec![]
+            }
+        );
     }
 }

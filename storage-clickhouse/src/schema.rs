@@ -80,7 +80,11 @@ pub fn create_database(cfg: &ClickHouseConfig) -> String {
         db: &cfg.database,
         cluster: cfg.cluster.as_deref(),
     };
-    format!("CREATE DATABASE IF NOT EXISTS {}{}", cfg.database, l.on_cluster())
+    format!(
+        "CREATE DATABASE IF NOT EXISTS {}{}",
+        cfg.database,
+        l.on_cluster()
+    )
 }
 
 /// The migrations table.
@@ -197,10 +201,25 @@ mod tests {
     #[test]
     fn cluster_variant_uses_replicated_local_tables_behind_distributed_ones() {
         let single = ClickHouseConfig::default();
-        let all: Vec<String> = migrations(&single).into_iter().flat_map(|m| m.statements).collect();
-        assert!(all.iter().all(|s| s.contains("IF NOT EXISTS") && !s.contains("ON CLUSTER")));
-        assert!(!all.iter().any(|s| s.contains("Replicated") || s.contains("Distributed")));
-        for banned in ["TTL", "CODEC", "LowCardinality", "Map(", "DateTime64", "toStartOf", "?"] {
+        let all: Vec<String> = migrations(&single)
+            .into_iter()
+            .flat_map(|m| m.statements)
+            .collect();
+        assert!(all
+            .iter()
+            .all(|s| s.contains("IF NOT EXISTS") && !s.contains("ON CLUSTER")));
+        assert!(!all
+            .iter()
+            .any(|s| s.contains("Replicated") || s.contains("Distributed")));
+        for banned in [
+            "TTL",
+            "CODEC",
+            "LowCardinality",
+            "Map(",
+            "DateTime64",
+            "toStartOf",
+            "?",
+        ] {
             assert!(!all.iter().any(|s| s.contains(banned)), "{banned}");
         }
 
@@ -208,16 +227,21 @@ mod tests {
             cluster: Some("fv".into()),
             ..Default::default()
         };
-        let all: Vec<String> = migrations(&cl).into_iter().flat_map(|m| m.statements).collect();
+        let all: Vec<String> = migrations(&cl)
+            .into_iter()
+            .flat_map(|m| m.statements)
+            .collect();
         assert!(all.iter().all(|s| s.contains(" ON CLUSTER fv ")));
-        assert!(all.iter().any(|s| s.contains(
-            "ENGINE = Distributed(fv, fieldvitals, samples_local, rand())"
-        )));
+        assert!(all
+            .iter()
+            .any(|s| s.contains("ENGINE = Distributed(fv, fieldvitals, samples_local, rand())")));
         assert!(all.iter().any(|s| s.contains(
             "ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/fieldvitals/rollup_hourly_local', '{replica}')"
         )));
-        assert!(all.iter().any(|s| s.contains("TO fieldvitals.rollup_hourly_local")
-            && s.contains("FROM fieldvitals.samples_local")));
+        assert!(all
+            .iter()
+            .any(|s| s.contains("TO fieldvitals.rollup_hourly_local")
+                && s.contains("FROM fieldvitals.samples_local")));
         assert!(create_migrations_table(&cl).contains("ReplicatedReplacingMergeTree"));
     }
 }

@@ -138,7 +138,8 @@ pub struct SinkHealth {
 impl SinkMonitor {
     /// Inserts are failing (being retried) or the backlog is full.
     pub fn is_degraded(&self) -> bool {
-        self.failing_since_ms.load(Ordering::Relaxed) != 0 || self.backlog_full.load(Ordering::Relaxed)
+        self.failing_since_ms.load(Ordering::Relaxed) != 0
+            || self.backlog_full.load(Ordering::Relaxed)
     }
 
     /// The highest id such that every accepted beacon with an id at or below it is stored (or was refused as bad
@@ -250,14 +251,27 @@ fn attempt(client: Client, cfg: ClickHouseConfig, mut batch: Batch, verify: bool
                     verified = Some(m);
                     batch.rows.retain(|r| r.beacon_id > m);
                 }
-                Ok(Err(e)) => return (batch, None, Outcome::Failed(ErrorClass::Retry, format!("reading stored ids: {e}"))),
-                Err(_) => return (batch, None, Outcome::Failed(ErrorClass::Retry, "reading stored ids: timed out".into())),
+                Ok(Err(e)) => {
+                    return (
+                        batch,
+                        None,
+                        Outcome::Failed(ErrorClass::Retry, format!("reading stored ids: {e}")),
+                    )
+                }
+                Err(_) => {
+                    return (
+                        batch,
+                        None,
+                        Outcome::Failed(ErrorClass::Retry, "reading stored ids: timed out".into()),
+                    )
+                }
             }
         }
         if batch.rows.is_empty() {
             return (batch, verified, Outcome::Stored);
         }
-        let res = tokio::time::timeout(cfg.insert_timeout, insert(&client, &cfg, &batch.rows)).await;
+        let res =
+            tokio::time::timeout(cfg.insert_timeout, insert(&client, &cfg, &batch.rows)).await;
         let outcome = match res {
             Ok(Ok(())) => Outcome::Stored,
             Ok(Err(e)) => Outcome::Failed(classify(&e), e.to_string()),
@@ -267,7 +281,11 @@ fn attempt(client: Client, cfg: ClickHouseConfig, mut batch: Batch, verify: bool
     })
 }
 
-async fn insert(client: &Client, cfg: &ClickHouseConfig, rows: &[RawRow]) -> clickhouse::error::Result<()> {
+async fn insert(
+    client: &Client,
+    cfg: &ClickHouseConfig,
+    rows: &[RawRow],
+) -> clickhouse::error::Result<()> {
     let mut ins = client
         .insert_unescaped::<RawRow>(&format!("{}.{RAW}", cfg.database))
         .await?
@@ -287,15 +305,30 @@ fn split(mut b: Batch) -> Result<(Batch, Batch), Batch> {
     let mid = n / 2;
     let id = b.rows[mid].beacon_id;
     // The first row of `id`'s beacon, or, if that is row 0, the first row after it.
-    let mut cut = b.rows[..mid].iter().rposition(|r| r.beacon_id != id).map_or(0, |i| i + 1);
+    let mut cut = b.rows[..mid]
+        .iter()
+        .rposition(|r| r.beacon_id != id)
+        .map_or(0, |i| i + 1);
     if cut == 0 {
-        cut = b.rows.iter().position(|r| r.beacon_id != id).expect("two beacons");
+        cut = b
+            .rows
+            .iter()
+            .position(|r| r.beacon_id != id)
+            .expect("two beacons");
     }
     let second = b.rows.split_off(cut);
     let first_max = second[0].beacon_id - 1;
     Ok((
-        Batch { rows: b.rows, max_id: first_max, day: b.day },
-        Batch { rows: second, max_id: b.max_id, day: b.day },
+        Batch {
+            rows: b.rows,
+            max_id: first_max,
+            day: b.day,
+        },
+        Batch {
+            rows: second,
+            max_id: b.max_id,
+            day: b.day,
+        },
     ))
 }
 
@@ -308,8 +341,18 @@ fn now_ms() -> i64 {
 pub fn spawn_sink(store: &ClickHouseStore, rx: mpsc::Receiver<Accepted>) -> SinkHandle {
     let monitor = Arc::new(SinkMonitor::default());
     let (stop, stop_rx) = watch::channel(None);
-    let task = tokio::spawn(run(store.client().clone(), store.config().clone(), rx, stop_rx, monitor.clone()));
-    SinkHandle { monitor, stop, task }
+    let task = tokio::spawn(run(
+        store.client().clone(),
+        store.config().clone(),
+        rx,
+        stop_rx,
+        monitor.clone(),
+    ));
+    SinkHandle {
+        monitor,
+        stop,
+        task,
+    }
 }
 
 async fn run(
@@ -328,6 +371,8 @@ async fn run(
     let mut failures: u32 = 0;
     let mut verify = true; // the first insert checks what a previous process already stored
     let mut last_id = 0u64;
+    // Everything at or below this id is known to be stored: skipped on intake and removed from held batches.
+    let mut skip_through = 0u64;
     let mut input_open = true;
     let mut deadline: Option<Instant> = None;
 
@@ -347,7 +392,12 @@ async fn run(
         m.backlog_rows.store(held as u64, Ordering::Relaxed);
         let full = held >= cfg.max_backlog_rows;
         m.backlog_full.store(full, Ordering::Relaxed);
-        if !input_open && current.rows.is_empty() && current.max_id == 0 && sealed.is_empty() && inflight.is_none() {
+        if !input_open
+            && current.rows.is_empty()
+            && current.max_id == 0
+            && sealed.is_empty()
+            && inflight.is_none()
+        {
             return 0;
         }
         let seal_at = opened_at.map(|t| t + cfg.batch_max_age);
@@ -361,6 +411,13 @@ async fn run(
                 let (batch, verified, outcome) = done;
                 if let Some(v) = verified {
                     m.advance(v);
+                    if v > skip_through {
+                        skip_through = v;
+                        current.rows.retain(|r| r.beacon_id > v);
+                        for b in sealed.iter_mut() {
+                            b.rows.retain(|r| r.beacon_id > v);
+                        }
+                    }
                 }
                 match outcome {
                     Outcome::Stored => {
@@ -415,7 +472,7 @@ async fn run(
             }
             got = rx.recv(), if input_open && !full => match got {
                 Some(a) => {
-                    if a.id <= last_id {
+                    if a.id <= last_id || a.id <= skip_through {
                         m.duplicate_beacons.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
@@ -489,14 +546,33 @@ mod tests {
 
     #[test]
     fn splits_only_at_beacon_boundaries() {
-        let b = Batch { rows: [1, 1, 2, 2, 2, 3].map(row).to_vec(), max_id: 4, day: Some(1) };
+        let b = Batch {
+            rows: [1, 1, 2, 2, 2, 3].map(row).to_vec(),
+            max_id: 4,
+            day: Some(1),
+        };
         let (a, b) = split(b).unwrap();
-        assert_eq!(a.rows.iter().map(|r| r.beacon_id).collect::<Vec<_>>(), [1, 1]);
+        assert_eq!(
+            a.rows.iter().map(|r| r.beacon_id).collect::<Vec<_>>(),
+            [1, 1]
+        );
         assert_eq!((a.max_id, b.max_id), (1, 4));
-        assert_eq!(b.rows.iter().map(|r| r.beacon_id).collect::<Vec<_>>(), [2, 2, 2, 3]);
-        let one = Batch { rows: [7, 7, 7].map(row).to_vec(), max_id: 7, day: None };
+        assert_eq!(
+            b.rows.iter().map(|r| r.beacon_id).collect::<Vec<_>>(),
+            [2, 2, 2, 3]
+        );
+        let one = Batch {
+            rows: [7, 7, 7].map(row).to_vec(),
+            max_id: 7,
+            day: None,
+        };
         assert!(split(one).is_err());
-        let (a, b) = split(Batch { rows: [5, 5, 5, 9].map(row).to_vec(), max_id: 9, day: None }).unwrap();
+        let (a, b) = split(Batch {
+            rows: [5, 5, 5, 9].map(row).to_vec(),
+            max_id: 9,
+            day: None,
+        })
+        .unwrap();
         assert_eq!((a.rows.len(), a.max_id, b.rows.len()), (3, 8, 1));
     }
 }

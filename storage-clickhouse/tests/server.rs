@@ -1,0 +1,682 @@
+//! Integration tests against a real ClickHouse server (`bash .ci/clickhouse-tests.sh` starts one and sets
+//! FV_CLICKHOUSE_URL). Each test uses a fresh database. Without the URL the tests skip, except under CI=true, where
+//! a missing server is a failure.
+
+use std::time::Duration;
+use storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use storage::{
+    snap_range, Accepted, Filters, GroupBy, GroupKey, HistQuery, HistogramSource, DAY_MS, HOUR_MS,
+    MINUTE_MS,
+};
+use storage_clickhouse::error::{classify, ErrorClass};
+use storage_clickhouse::{spawn_sink, ClickHouseConfig, ClickHouseStore, Secret};
+use tokio::sync::mpsc;
+use vitals::wire::{Release, Sample};
+use vitals::{Beacon, DeviceClass, Histogram, Metric, NavType, PageUrl};
+
+fn server_url() -> Option<String> {
+    match std::env::var("FV_CLICKHOUSE_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("FV_CLICKHOUSE_URL is not set under CI=true: run the tests with bash .ci/clickhouse-tests.sh");
+            }
+            eprintln!(
+                "skipped: FV_CLICKHOUSE_URL is not set (bash .ci/clickhouse-tests.sh sets it)"
+            );
+            None
+        }
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// A fresh database name per test and run.
+fn fresh_db(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("fvt_{test}_{}_{nanos}", std::process::id())
+}
+
+struct Users {
+    admin: ClickHouseConfig,
+    writer: ClickHouseConfig,
+    reader: ClickHouseConfig,
+}
+
+fn users(url: &str, db: &str) -> Users {
+    let base = ClickHouseConfig {
+        url: url.to_string(),
+        database: db.to_string(),
+        batch_rows: 500,
+        batch_max_age: Duration::from_millis(200),
+        max_backlog_rows: 2_000,
+        insert_timeout: Duration::from_secs(5),
+        query_timeout: Duration::from_secs(10),
+        retry_min: Duration::from_millis(50),
+        retry_max: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let with = |user: String, pw: String| ClickHouseConfig {
+        user,
+        password: Secret::new(pw),
+        ..base.clone()
+    };
+    Users {
+        admin: with(
+            env_or("FV_CLICKHOUSE_ADMIN_USER", "default"),
+            env_or("FV_CLICKHOUSE_ADMIN_PASSWORD", ""),
+        ),
+        writer: with(
+            env_or("FV_CLICKHOUSE_WRITER_USER", "fv_writer"),
+            env_or("FV_CLICKHOUSE_WRITER_PASSWORD", "fv-writer"),
+        ),
+        reader: with(
+            env_or("FV_CLICKHOUSE_READER_USER", "fv_reader"),
+            env_or("FV_CLICKHOUSE_READER_PASSWORD", "fv-reader"),
+        ),
+    }
+}
+
+async fn drop_db(admin: &ClickHouseConfig) {
+    let store = ClickHouseStore::new(admin.clone()).unwrap();
+    let _ = store
+        .client()
+        .query(&format!("DROP DATABASE IF EXISTS {}", admin.database))
+        .execute()
+        .await;
+}
+
+async fn count(store: &ClickHouseStore, sql: &str) -> u64 {
+    store.client().query(sql).fetch_one::<u64>().await.unwrap()
+}
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+/// `n` beacons over `[start, start + span)`, ids `first_id..`, lognormal-ish values for every metric.
+fn beacons(seed: u64, n: usize, first_id: u64, start_ms: i64, span_ms: i64) -> Vec<Accepted> {
+    let mut r = Rng(seed | 1);
+    let pages = [
+        "/",
+        "/checkout",
+        "/products/123",
+        "/products/456",
+        "/it's/\"odd\"",
+    ];
+    let releases = [None, Some("2026.11.1"), Some("2026.11.2")];
+    (0..n)
+        .map(|i| {
+            let mut metrics = Vec::new();
+            for m in Metric::ALL {
+                if r.unit() < 0.15 {
+                    continue; // not every beacon has every metric
+                }
+                let median = match m {
+                    Metric::Cls => 0.08,
+                    Metric::Lcp => 2300.0,
+                    Metric::Inp => 180.0,
+                    Metric::Fcp => 1200.0,
+                    Metric::Ttfb => 400.0,
+                };
+                let z = (r.unit() + r.unit() + r.unit() - 1.5) * 2.0;
+                let v = (median * (0.7 * z).exp()).min(m.max_value());
+                let v = if m == Metric::Cls {
+                    (v * 10_000.0).round() / 10_000.0
+                } else {
+                    v.round()
+                };
+                metrics.push(Sample {
+                    metric: m,
+                    value: v,
+                    id: None,
+                    attribution: None,
+                });
+            }
+            if metrics.is_empty() {
+                metrics.push(Sample {
+                    metric: Metric::Lcp,
+                    value: 1000.0,
+                    id: None,
+                    attribution: None,
+                });
+            }
+            let page = r.pick(&pages);
+            Accepted {
+                id: first_id + i as u64 * 2, // gaps, like a spool's sequence numbers
+                received_at_ms: start_ms + (i as i64 * span_ms) / n as i64,
+                device: r.pick(&DeviceClass::ALL),
+                beacon: Beacon {
+                    site: vitals::SiteId::parse(if i % 7 == 0 { "other" } else { "demo" }).unwrap(),
+                    url: PageUrl::parse(&format!("https://shop.example{page}?q=1")).unwrap(),
+                    release: r.pick(&releases).and_then(Release::parse),
+                    nav: r.pick(&NavType::ALL),
+                    metrics,
+                },
+            }
+        })
+        .collect()
+}
+
+fn samples(bs: &[Accepted]) -> u64 {
+    bs.iter().map(|a| a.beacon.metrics.len() as u64).sum()
+}
+
+/// Sends everything through a sink and waits until it is stored.
+async fn store_all(cfg: &ClickHouseConfig, bs: &[Accepted]) -> storage_clickhouse::SinkHealth {
+    let store = ClickHouseStore::new(cfg.clone()).unwrap();
+    let (tx, rx) = mpsc::channel(256);
+    let sink = spawn_sink(&store, rx);
+    let monitor = sink.monitor();
+    for a in bs {
+        tx.send(a.clone()).await.unwrap();
+    }
+    drop(tx);
+    sink.flush_and_stop(Duration::from_secs(30)).await.unwrap();
+    monitor.health()
+}
+
+fn sorted(mut v: Vec<(GroupKey, Histogram)>) -> Vec<(GroupKey, Histogram)> {
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_twice_and_concurrently_and_need_ddl_rights() {
+    let Some(url) = server_url() else { return };
+    let u = users(&url, &fresh_db("migrate"));
+    // The insert-only user may not create the schema…
+    let writer = ClickHouseStore::new(u.writer.clone()).unwrap();
+    assert!(
+        writer.migrate().await.is_err(),
+        "a user without DDL rights cannot migrate"
+    );
+    assert!(writer.check_schema().await.is_err());
+
+    let runs = (0..4).map(|_| {
+        let s = ClickHouseStore::new(u.admin.clone()).unwrap();
+        tokio::spawn(async move { s.migrate().await })
+    });
+    for r in futures_join(runs).await {
+        r.expect("concurrent migration succeeds");
+    }
+    let admin = ClickHouseStore::new(u.admin.clone()).unwrap();
+    assert_eq!(
+        admin.migrate().await.unwrap(),
+        Vec::<u32>::new(),
+        "second run applies nothing"
+    );
+    assert_eq!(admin.applied_versions().await.unwrap(), vec![1, 2]);
+    let tables = count(
+        &admin,
+        &format!(
+            "SELECT toUInt64(count()) FROM system.tables WHERE database = '{}'",
+            u.admin.database
+        ),
+    )
+    .await;
+    assert_eq!(
+        tables, 4,
+        "samples, rollup_hourly, its view, schema_migrations"
+    );
+    // …but once it exists, the writer and the reader find it current.
+    writer.check_schema().await.unwrap();
+    ClickHouseStore::new(u.reader.clone())
+        .unwrap()
+        .check_schema()
+        .await
+        .unwrap();
+    drop_db(&u.admin).await;
+}
+
+async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles.collect::<Vec<_>>() {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_equal_the_embedded_store_for_the_same_beacons() {
+    let Some(url) = server_url() else { return };
+    let u = users(&url, &fresh_db("same"));
+    ClickHouseStore::new(u.admin.clone())
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+
+    let now = chrono::Utc::now().timestamp_millis();
+    // Four days of data up to a minute ago: recent minute edges, hour edges and day edges all get exercised.
+    let bs = beacons(42, 6_000, 1_000, now - 4 * DAY_MS, 4 * DAY_MS - MINUTE_MS);
+    let health = store_all(&u.writer, &bs).await;
+    assert_eq!(health.stored_through, bs.last().unwrap().id);
+    assert_eq!(health.data_error_rows, 0);
+    assert!(!health.degraded);
+
+    let reader = ClickHouseStore::new(u.reader.clone()).unwrap();
+    let rows = count(
+        &reader,
+        &format!("SELECT count() FROM {}.samples", u.admin.database),
+    )
+    .await;
+    assert_eq!(
+        rows,
+        samples(&bs),
+        "one raw row per sample, no loss, no duplicates"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let (tx, rx) = mpsc::channel(1024);
+    let writer = embedded.spawn_writer(rx).unwrap();
+    for a in &bs {
+        tx.send(a.clone()).await.unwrap();
+    }
+    drop(tx);
+    writer.stopped().await;
+
+    let bys = [
+        GroupBy::default(),
+        GroupBy {
+            page: true,
+            device: true,
+            ..Default::default()
+        },
+        GroupBy {
+            release: true,
+            nav: true,
+            ..Default::default()
+        },
+        GroupBy {
+            page: true,
+            device: true,
+            release: true,
+            nav: true,
+        },
+    ];
+    let filters = [
+        Filters::default(),
+        Filters {
+            device: Some(DeviceClass::Phone),
+            ..Default::default()
+        },
+        Filters {
+            page: Some("/products/:id".into()),
+            release: Some(String::new()),
+            ..Default::default()
+        },
+        Filters {
+            page: Some("/it's/\"odd\"".into()),
+            nav: Some(NavType::Reload),
+            ..Default::default()
+        },
+    ];
+    let ranges = [
+        (now - 28 * DAY_MS, now),
+        (now - 90 * MINUTE_MS - 17_000, now - 3 * MINUTE_MS),
+        (
+            now - 3 * DAY_MS - 5 * HOUR_MS - 123,
+            now - 20 * HOUR_MS - 7 * MINUTE_MS,
+        ),
+        (now - 47 * HOUR_MS, now - 46 * HOUR_MS - 59 * MINUTE_MS),
+    ];
+    let mut compared = 0;
+    let mut nonempty = 0;
+    for (from, to) in ranges {
+        let (from_ms, to_ms) = snap_range(from, to, now);
+        for metric in Metric::ALL {
+            for by in bys {
+                for f in &filters {
+                    let q = HistQuery {
+                        site: "demo".into(),
+                        metric,
+                        from_ms,
+                        to_ms,
+                        by,
+                        filters: f.clone(),
+                    };
+                    let want = sorted(embedded.histograms(&q).await.unwrap());
+                    let got = sorted(reader.histograms(&q).await.unwrap());
+                    assert_eq!(got, want, "{q:?}");
+                    compared += 1;
+                    nonempty += usize::from(!want.is_empty());
+                }
+            }
+        }
+    }
+    assert!(
+        nonempty > compared / 2,
+        "the comparison covers real data ({nonempty} of {compared} non-empty)"
+    );
+    drop_db(&u.admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_are_stored_exactly_once() {
+    let Some(url) = server_url() else { return };
+    let u = users(&url, &fresh_db("replay"));
+    ClickHouseStore::new(u.admin.clone())
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let bs = beacons(7, 3_000, 1, now - HOUR_MS, HOUR_MS);
+    // A first process stores the first 2,000 beacons, then "crashes"; the next one replays from the start
+    // (its spool checkpoint lagged) and continues to the end.
+    store_all(&u.writer, &bs[..2_000]).await;
+    let h = store_all(&u.writer, &bs).await;
+    assert_eq!(h.stored_through, bs.last().unwrap().id);
+    let reader = ClickHouseStore::new(u.reader.clone()).unwrap();
+    let db = &u.admin.database;
+    assert_eq!(
+        count(&reader, &format!("SELECT count() FROM {db}.samples")).await,
+        samples(&bs)
+    );
+    assert_eq!(
+        count(
+            &reader,
+            &format!("SELECT toUInt64(uniqExact(beacon_id, metric)) FROM {db}.samples")
+        )
+        .await,
+        samples(&bs)
+    );
+    // A second source with overlapping ids is a different id sequence: nothing of it is skipped.
+    let other = ClickHouseConfig {
+        source: "collector-b".into(),
+        ..u.writer.clone()
+    };
+    store_all(&other, &bs[..100]).await;
+    assert_eq!(
+        count(&reader, &format!("SELECT count() FROM {db}.samples")).await,
+        samples(&bs) + samples(&bs[..100])
+    );
+    drop_db(&u.admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rows_are_dropped_and_counted_without_blocking_the_queue() {
+    let Some(url) = server_url() else { return };
+    let u = users(&url, &fresh_db("bad"));
+    let admin = ClickHouseStore::new(u.admin.clone()).unwrap();
+    admin.migrate().await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut bs = beacons(9, 400, 1, now - MINUTE_MS, MINUTE_MS / 2);
+    // Absurd values that slipped past validation.
+    bs[10].beacon.metrics[0].value = f64::NAN;
+    bs[200].beacon.metrics[0].value = 1e300;
+    bs[300].beacon.metrics[0].value = -5.0;
+    let h = store_all(&u.writer, &bs).await;
+    assert_eq!(h.data_error_rows, 3);
+    assert_eq!(
+        h.stored_through,
+        bs.last().unwrap().id,
+        "the queue moved past them"
+    );
+    assert_eq!(
+        count(
+            &admin,
+            &format!("SELECT count() FROM {}.samples", u.admin.database)
+        )
+        .await,
+        samples(&bs) - 3
+    );
+
+    // Server-side refusals are classified from the real server's answers.
+    #[derive(clickhouse::Row, serde::Serialize)]
+    struct Short {
+        time: u16, // the column is a 4-byte DateTime: the server runs out of bytes
+    }
+    let client = admin.client().clone();
+    let mut ins = client
+        .insert_unescaped::<Short>(&format!("{}.samples", u.admin.database))
+        .await
+        .unwrap();
+    ins.write(&Short { time: 1 }).await.unwrap();
+    let e = ins
+        .end()
+        .await
+        .expect_err("a row of the wrong shape is refused");
+    assert_eq!(classify(&e), ErrorClass::Data, "{e}");
+
+    let reader = ClickHouseStore::new(u.reader.clone()).unwrap();
+    let e = reader
+        .client()
+        .query(&format!(
+            "INSERT INTO {}.samples (time) VALUES (1)",
+            u.admin.database
+        ))
+        .execute()
+        .await
+        .expect_err("the read-only user cannot write");
+    assert_eq!(
+        classify(&e),
+        ErrorClass::Retry,
+        "a permission problem is not the data's fault: {e}"
+    );
+
+    let nowhere = ClickHouseStore::new(ClickHouseConfig {
+        url: "http://127.0.0.1:1".into(),
+        ..u.writer.clone()
+    })
+    .unwrap();
+    let e = nowhere
+        .client()
+        .query("SELECT 1")
+        .fetch_one::<u8>()
+        .await
+        .expect_err("nothing listens on port 1");
+    assert_eq!(classify(&e), ErrorClass::Retry, "{e}");
+    drop_db(&u.admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_whole_old_day_partitions() {
+    let Some(url) = server_url() else { return };
+    let u = users(&url, &fresh_db("retention"));
+    let cfg = ClickHouseConfig {
+        raw_retention_days: 7,
+        rollup_retention_days: 30,
+        ..u.admin.clone()
+    };
+    let admin = ClickHouseStore::new(cfg.clone()).unwrap();
+    admin.migrate().await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = |d: i64| now - d * DAY_MS;
+    let mut bs = beacons(3, 100, 1, day(40), HOUR_MS); // older than both retentions
+    bs.extend(beacons(4, 100, 1_000, day(10), HOUR_MS)); // raw gone, rollup kept
+    bs.extend(beacons(5, 100, 2_000, day(1), HOUR_MS)); // all kept
+    store_all(&u.writer, &bs).await;
+    let db = &cfg.database;
+    let before = count(&admin, &format!("SELECT count() FROM {db}.samples")).await;
+    assert_eq!(before, samples(&bs));
+
+    // The writer may not drop partitions; an admin (or `collector migrate`) runs retention.
+    assert!(ClickHouseStore::new(ClickHouseConfig {
+        raw_retention_days: 7,
+        ..u.writer.clone()
+    })
+    .unwrap()
+    .enforce_retention(now)
+    .await
+    .is_err());
+    let dropped = admin.enforce_retention(now).await.unwrap();
+    assert!(dropped >= 3, "dropped {dropped}");
+    let raw_left = count(&admin, &format!("SELECT count() FROM {db}.samples")).await;
+    assert_eq!(raw_left, samples(&bs[200..]));
+    let rollup_left = count(
+        &admin,
+        &format!("SELECT toUInt64(countMerge(samples)) FROM {db}.rollup_hourly"),
+    )
+    .await;
+    assert_eq!(rollup_left, samples(&bs[100..]));
+    assert_eq!(admin.enforce_retention(now).await.unwrap(), 0, "idempotent");
+    drop_db(&u.admin).await;
+}
+
+/// A second private server on its own ports, started and stopped by the test through `.ci/clickhouse.sh`.
+struct PrivateServer {
+    dir: tempfile::TempDir,
+    http: u16,
+    tcp: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PrivateServer {
+    fn new() -> PrivateServer {
+        PrivateServer {
+            dir: tempfile::tempdir().unwrap(),
+            http: free_port(),
+            tcp: free_port(),
+        }
+    }
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+    fn script(&self, verb: &str) {
+        run_script(self.dir.path(), self.http, self.tcp, verb)
+    }
+}
+
+fn run_script(dir: &std::path::Path, http: u16, tcp: u16, verb: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/clickhouse.sh");
+    let st = std::process::Command::new("bash")
+        .arg(script)
+        .arg(verb)
+        .env("FV_CH_DIR", dir)
+        .env("FV_CH_HTTP_PORT", http.to_string())
+        .env("FV_CH_TCP_PORT", tcp.to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "clickhouse.sh {verb}");
+}
+
+impl PrivateServer {
+    async fn start(&self) {
+        let me = (self.dir.path().to_path_buf(), self.http, self.tcp);
+        tokio::task::spawn_blocking(move || run_script(&me.0, me.1, me.2, "start"))
+            .await
+            .unwrap();
+    }
+    async fn stop(&self) {
+        let me = (self.dir.path().to_path_buf(), self.http, self.tcp);
+        tokio::task::spawn_blocking(move || run_script(&me.0, me.1, me.2, "stop"))
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_loses_nothing_and_duplicates_nothing() {
+    let Some(_) = server_url() else { return };
+    let server = PrivateServer::new();
+    let u = users(&server.url(), "fv_outage");
+    let now = chrono::Utc::now().timestamp_millis();
+    let bs = beacons(11, 4_000, 1, now - 10 * MINUTE_MS, 10 * MINUTE_MS);
+
+    // The sink starts while the server is down and keeps receiving.
+    let store = ClickHouseStore::new(u.writer.clone()).unwrap();
+    let (tx, rx) = mpsc::channel(64);
+    let sink = spawn_sink(&store, rx);
+    let monitor = sink.monitor();
+    // The feeder sends a quarter of the beacons per phase: server down, up, down again, up again.
+    let (phase_tx, mut phase_rx) = tokio::sync::watch::channel(0usize);
+    let feeder = {
+        let bs = bs.clone();
+        tokio::spawn(async move {
+            for (phase, chunk) in bs.chunks(1_000).enumerate() {
+                phase_rx.wait_for(|p| *p >= phase).await.unwrap();
+                for a in chunk {
+                    tx.send(a.clone()).await.unwrap();
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(monitor.is_degraded(), "{:?}", monitor.health());
+    assert_eq!(monitor.stored_through(), 0);
+
+    server.start().await;
+    ClickHouseStore::new(u.admin.clone())
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    phase_tx.send(1).unwrap();
+    let t0 = std::time::Instant::now();
+    while monitor.stored_through() < bs[1_500].id && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mid = monitor.stored_through();
+    assert!(mid >= bs[1_500].id, "{:?}", monitor.health());
+    // Stop the server in the middle of ingestion.
+    server.stop().await;
+    phase_tx.send(2).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(monitor.is_degraded(), "{:?}", monitor.health());
+    server.start().await;
+    phase_tx.send(3).unwrap();
+
+    feeder.await.unwrap();
+    sink.flush_and_stop(Duration::from_secs(60)).await.unwrap();
+    let h = monitor.health();
+    assert_eq!(h.stored_through, bs.last().unwrap().id);
+    assert!(h.retries > 0 && mid < h.stored_through, "{h:?}");
+    assert!(!h.degraded);
+    let admin = ClickHouseStore::new(u.admin.clone()).unwrap();
+    assert_eq!(
+        count(&admin, "SELECT count() FROM fv_outage.samples").await,
+        samples(&bs)
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT toUInt64(uniqExact(beacon_id, metric)) FROM fv_outage.samples"
+        )
+        .await,
+        samples(&bs)
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT toUInt64(countMerge(samples)) FROM fv_outage.rollup_hourly"
+        )
+        .await,
+        samples(&bs),
+        "the rollup saw every row once too"
+    );
+}
