@@ -57,6 +57,11 @@ pub fn client(cfg: &ClickHouseConfig) -> Client {
     if !cfg.password.is_empty() {
         c = c.with_password(cfg.password.expose().to_string());
     }
+    if cfg.cluster.is_some() {
+        // Inserts into a Distributed table must reach the shards before they succeed, or the id check after an
+        // uncertain insert would not see rows still queued on this server.
+        c = c.with_setting("insert_distributed_sync", "1");
+    }
     c
 }
 
@@ -340,6 +345,22 @@ pub fn generated_sql(cfg: &ClickHouseConfig) -> Vec<String> {
         schema::MIGRATIONS
     ));
     out.push(max_id_query(&client, cfg).sql_display().to_string());
+    out.push(
+        client
+            .query(&schema::rollup_marker_sql(cfg))
+            .bind(cfg.source.as_str())
+            .sql_display()
+            .to_string(),
+    );
+    out.push(
+        client
+            .query(&schema::repair_rollup_sql(cfg))
+            .bind(cfg.source.as_str())
+            .bind(10u64)
+            .bind(20u64)
+            .sql_display()
+            .to_string(),
+    );
     let (db, raw) = schema::retained_tables(cfg)[0]
         .0
         .split_once('.')

@@ -240,13 +240,7 @@ fn attempt(client: Client, cfg: ClickHouseConfig, mut batch: Batch, verify: bool
     Box::pin(async move {
         let mut verified = None;
         if verify {
-            let q = client
-                .query(&format!(
-                    "SELECT toUInt64(max(beacon_id)) FROM {}.{RAW} WHERE source = ?",
-                    cfg.database
-                ))
-                .bind(cfg.source.as_str());
-            match tokio::time::timeout(cfg.query_timeout, q.fetch_one::<u64>()).await {
+            match tokio::time::timeout(cfg.query_timeout, reconcile(&client, &cfg)).await {
                 Ok(Ok(m)) => {
                     verified = Some(m);
                     batch.rows.retain(|r| r.beacon_id > m);
@@ -255,14 +249,14 @@ fn attempt(client: Client, cfg: ClickHouseConfig, mut batch: Batch, verify: bool
                     return (
                         batch,
                         None,
-                        Outcome::Failed(ErrorClass::Retry, format!("reading stored ids: {e}")),
+                        Outcome::Failed(ErrorClass::Retry, format!("checking stored ids: {e}")),
                     )
                 }
                 Err(_) => {
                     return (
                         batch,
                         None,
-                        Outcome::Failed(ErrorClass::Retry, "reading stored ids: timed out".into()),
+                        Outcome::Failed(ErrorClass::Retry, "checking stored ids: timed out".into()),
                     )
                 }
             }
@@ -279,6 +273,37 @@ fn attempt(client: Client, cfg: ClickHouseConfig, mut batch: Batch, verify: bool
         };
         (batch, verified, outcome)
     })
+}
+
+/// After an uncertain insert: the largest id stored for the source, with the rollup brought level with the raw
+/// table first (the view may have missed the last block if the server stopped between the two writes).
+async fn reconcile(client: &Client, cfg: &ClickHouseConfig) -> clickhouse::error::Result<u64> {
+    let raw_max = client
+        .query(&format!(
+            "SELECT toUInt64(max(beacon_id)) FROM {}.{RAW} WHERE source = ?",
+            cfg.database
+        ))
+        .bind(cfg.source.as_str())
+        .fetch_one::<u64>()
+        .await?;
+    let rolled = client
+        .query(&crate::schema::rollup_marker_sql(cfg))
+        .bind(cfg.source.as_str())
+        .fetch_one::<u64>()
+        .await?;
+    if rolled < raw_max {
+        tracing::warn!(source = %cfg.source, rolled, raw_max, "the rollup view missed a block; rolling it up from raw rows");
+        client
+            .query(&crate::schema::repair_rollup_sql(cfg))
+            .bind(cfg.source.as_str())
+            .bind(rolled)
+            .bind(raw_max)
+            .execute()
+            .await?;
+    } else if rolled > raw_max {
+        tracing::error!(source = %cfg.source, rolled, raw_max, "the rollup holds ids the raw table lacks; resent rows will be counted twice in hourly rollups");
+    }
+    Ok(raw_max)
 }
 
 async fn insert(
