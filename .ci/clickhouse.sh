@@ -157,12 +157,13 @@ start() {
   fi
   local i
   for i in $(seq 1 120); do
-    if answers; then echo "$URL"; return 0; fi
+    # Our process must be alive (another server answering on the port is not ours: fail rather than use it).
     if ! running_pid >/dev/null; then
-      echo "clickhouse-server exited; last log lines:" >&2
+      echo "clickhouse-server exited (port $HTTP_PORT or $TCP_PORT taken?); last log lines:" >&2
       tail -n 30 "$DIR/log/stdout.log" "$DIR/log/server.err.log" >&2 2>/dev/null || true
       return 1
     fi
+    if answers; then echo "$URL"; return 0; fi
     sleep 0.5
   done
   echo "clickhouse-server did not answer SELECT 1 within 60 s" >&2

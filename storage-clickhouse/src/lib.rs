@@ -109,11 +109,7 @@ impl ClickHouseStore {
         let exists = self
             .timed(
                 "checking the migrations table",
-                self.client
-                    .query("SELECT toUInt64(count()) FROM system.tables WHERE database = ? AND name = ?")
-                    .bind(self.cfg.database.as_str())
-                    .bind(schema::MIGRATIONS)
-                    .fetch_one::<u64>(),
+                migrations_exist_query(&self.client, &self.cfg).fetch_one::<u64>(),
             )
             .await?;
         if exists == 0 {
@@ -286,6 +282,13 @@ impl ClickHouseStore {
     }
 }
 
+fn migrations_exist_query(client: &Client, cfg: &ClickHouseConfig) -> clickhouse::query::Query {
+    client
+        .query("SELECT toUInt64(count()) FROM system.tables WHERE database = ? AND name = ?")
+        .bind(cfg.database.as_str())
+        .bind(schema::MIGRATIONS)
+}
+
 fn max_id_query(client: &Client, cfg: &ClickHouseConfig) -> clickhouse::query::Query {
     client
         .query(&format!(
@@ -331,6 +334,7 @@ pub fn generated_sql(cfg: &ClickHouseConfig) -> Vec<String> {
     use storage::{Filters, GroupBy, HOUR_MS, MINUTE_MS};
     let client = client(cfg);
     let mut out = vec![
+        migrations_exist_query(&client, cfg).sql_display().to_string(),
         schema::create_database(cfg),
         schema::create_migrations_table(cfg),
     ];

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# ClickHouse tests: starts the private server (.ci/clickhouse.sh), runs the storage-clickhouse tests (and the
+# collector's ClickHouse-mode tests when present) against it with FV_CLICKHOUSE_URL set, runs the modern-ClickHouse
+# check (.ci/chdb.sh), and stops the server whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Its own instance (own dir and ports), so it neither reuses nor stops a developer's or a benchmark's server.
+CREATED_DIR=""
+if [ -z "${FV_CH_DIR:-}" ]; then
+  FV_CH_DIR="$(mktemp -d /tmp/fv-clickhouse-ci.XXXXXX)"
+  CREATED_DIR="$FV_CH_DIR"
+fi
+export FV_CH_DIR
+export FV_CH_HTTP_PORT="${FV_CH_HTTP_PORT:-28123}" FV_CH_TCP_PORT="${FV_CH_TCP_PORT:-29000}"
+trap 'bash .ci/clickhouse.sh stop; if [ -n "$CREATED_DIR" ]; then rm -rf "$CREATED_DIR"; fi' EXIT
+FV_CLICKHOUSE_URL="$(bash .ci/clickhouse.sh start)"
+export FV_CLICKHOUSE_URL
+echo "clickhouse at $FV_CLICKHOUSE_URL ($(curl -fsS "$FV_CLICKHOUSE_URL/?query=SELECT%20version()"))"
+# Under CI=true the tests fail rather than skip if the URL is missing; set it here so they always run.
+export CI="${CI:-true}"
+cargo test -p storage-clickhouse
+if [ -f tests/tests/clickhouse_mode.rs ]; then
+  cargo test -p tests --test clickhouse_mode
+fi
+bash .ci/chdb.sh
