@@ -30,4 +30,6 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Declared metrics.
     pub metrics: Arc<Metrics>,
+    /// The spool's size limit (readiness turns false at it).
+    pub spool_max_bytes: u64,
 }
