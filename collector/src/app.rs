@@ -118,6 +118,7 @@ impl Application {
             limiter: Arc::new(RateLimiter::default()),
             metrics: metrics.clone(),
             spool_max_bytes: config.spool_max_bytes,
+            refusal_log: Arc::default(),
         };
         spawn_gauges(&state);
         let store: Arc<EmbeddedStore> = Arc::new(store);
@@ -150,7 +151,8 @@ impl Application {
                 metrics.clone(),
                 routes::request_metrics::track,
             ))
-            .layer(from_fn_with_state(policy.clone(), security_headers));
+            .layer(from_fn_with_state(policy.clone(), security_headers))
+            .layer(axum::middleware::from_fn(routes::request_id::assign));
         let admin_router = routes::admin::routes(metrics.clone());
         let listener = TcpListener::bind(config.listen)
             .await

@@ -50,8 +50,8 @@ pub enum IngestError {
 }
 
 impl IngestError {
-    /// Counts the refusal in the declared metrics.
-    pub fn count(&self, m: &Metrics) {
+    /// Counts the refusal in the declared metrics; returns the reason label it was counted under.
+    pub fn count(&self, m: &Metrics) -> &'static str {
         match self {
             IngestError::Invalid(_) => m.reject(Reject::Invalid),
             IngestError::TooLarge(_) => m.reject(Reject::TooLarge),

@@ -4,6 +4,7 @@
 //! stored), JSON and fields (400), site and origin (403), rate limit (429), sampling (204, not stored), then the
 //! durable spool (503 when full or the disk is). Only a beacon written to the spool is answered 204.
 
+use super::request_id::RequestId;
 use super::AppState;
 use crate::error::{IngestError, ORIGIN_NOT_ALLOWED, UNKNOWN_SITE};
 use crate::policy::bots::is_bot;
@@ -15,6 +16,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -45,6 +47,7 @@ enum Outcome {
 pub async fn post_beacon(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -60,8 +63,11 @@ pub async fn post_beacon(
             with_cors(StatusCode::NO_CONTENT.into_response())
         }
         Err(e) => {
-            e.count(&state.metrics);
-            tracing::debug!(error = %e, "beacon refused");
+            let reason = e.count(&state.metrics);
+            let id = request_id
+                .as_ref()
+                .map_or("", |Extension(RequestId(id))| id.as_str());
+            state.refusal_log.refused(reason, id, &e);
             with_cors(e.into_response())
         }
     }

@@ -197,13 +197,15 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts a refused beacon.
-    pub fn reject(&self, r: Reject) {
+    pub fn reject(&self, r: Reject) -> &'static str {
         self.rejected[r.index()].fetch_add(1, Ordering::Relaxed);
+        r.as_str()
     }
 
     /// Counts a shed beacon.
-    pub fn shed(&self, s: Shed) {
+    pub fn shed(&self, s: Shed) -> &'static str {
         self.shed[s.index()].fetch_add(1, Ordering::Relaxed);
+        s.as_str()
     }
 
     /// Reads a rejection counter.
