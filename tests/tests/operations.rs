@@ -146,7 +146,7 @@ async fn refusals_are_logged_once_per_reason_with_request_ids() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = tokio::process::Command::new(bin_path("collector"))
+    let child = tokio::process::Command::new(bin_path("collector"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
         .arg("--data-dir")
