@@ -105,6 +105,18 @@ async fn settle(client: &reqwest::Client, base: &str, want: u64) -> HashMap<Stri
 /// Checks exactly-once: every 204 stored once; a beacon whose answer was lost (the crash) stored at most once;
 /// nothing refused stored; nothing stored that was never sent.
 fn assert_exactly_once(seen: &HashMap<u64, Seen>, stored: &HashMap<String, u64>) {
+    // The figures docs/reliability.md quotes (visible with --nocapture).
+    eprintln!(
+        "sent {}, acknowledged {}, refused {}, unanswered {}, stored {} (pages stored twice: {})",
+        seen.len(),
+        seen.values().filter(|s| **s == Seen::Accepted).count(),
+        seen.values()
+            .filter(|s| matches!(s, Seen::Refused(_)))
+            .count(),
+        seen.values().filter(|s| **s == Seen::NoAnswer).count(),
+        stored.values().sum::<u64>(),
+        stored.values().filter(|n| **n > 1).count()
+    );
     let by_page: HashMap<String, Seen> = seen.iter().map(|(i, s)| (page_of(*i), *s)).collect();
     for (page, n) in stored {
         let s = by_page
