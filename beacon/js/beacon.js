@@ -111,7 +111,7 @@
       if (lcpObserver) lcpEntries(lcpObserver.takeRecords());
       core.f();
       if (eventObserver) events(eventObserver.takeRecords());
-      const interaction = inp.get(core.i(count()));
+      const interaction = inp.get(core.n(count()));
       if (shiftObserver) layoutShifts(shiftObserver.takeRecords());
       ttfb();
       const metrics = [];

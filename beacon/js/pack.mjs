@@ -25,7 +25,9 @@ const terse = { ecma: 2020, compress: { passes: 3, unsafe_arrows: true }, mangle
 const wasm = readFileSync(wasmPath);
 const wasmName = `fv-${hash(wasm)}.wasm`;
 // wasm2js writes an ES module; keep it one (beacon.js loads it with import()), minified.
-const fallback = (await minify(readFileSync(fallbackPath, "utf8"), { ...terse, module: true })).code;
+// Only the core's functions are used: memory and the linker's globals need not be exported.
+const wasm2js = readFileSync(fallbackPath, "utf8").replace(/^export var (memory|__data_end|__heap_base) = .*$/gm, "");
+const fallback = (await minify(wasm2js, { ...terse, module: true })).code;
 const fallbackName = `fv-${hash(fallback)}.js`;
 const source = readFileSync(join(here, "beacon.js"), "utf8")
   .replace("__FV_WASM__", wasmName)

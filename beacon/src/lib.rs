@@ -312,7 +312,7 @@ pub mod exports {
         S.event(interaction_id, duration) as i32
     }
     /// [`State::inp`].
-    #[export_name = "i"]
+    #[export_name = "n"]
     pub extern "C" fn inp(interaction_count: f64) -> f64 {
         S.inp(interaction_count)
     }
