@@ -12,18 +12,24 @@ use crate::security::auth::{require_token, AuthState};
 use crate::security::headers::security_headers;
 use crate::server::{self, Limits};
 use crate::telemetry::metrics::Metrics;
+
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
+use spool::{Spool, SpoolOptions};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::embedded::{EmbeddedOptions, EmbeddedStore, WriterHandle};
+use storage::embedded::{EmbeddedOptions, EmbeddedStore, WriterHandle, WriterHealth};
 use tokio::net::TcpListener;
+
+/// Beacons that may wait between the spool replayer and the store's writer (memory, not durability: the spool
+/// holds them too).
+const WRITER_QUEUE: usize = 8192;
 
 /// A built, bound, not yet serving collector.
 pub struct Application {
@@ -32,6 +38,9 @@ pub struct Application {
     router: Router,
     admin_router: Router,
     writer: WriterHandle,
+    spool: Spool,
+    replayer: tokio::task::JoinHandle<()>,
+    store_health: Arc<WriterHealth>,
     policy: PolicyHandle,
     metrics: Arc<Metrics>,
     config: Config,
@@ -49,10 +58,13 @@ impl Application {
                 config.listen
             );
         }
+        let metrics = Arc::new(Metrics::default());
+        let observed = metrics.clone();
         let store = EmbeddedStore::open(
             &config.data_dir,
             EmbeddedOptions {
                 day_retention_days: config.retention_days,
+                observe_write: Some(Arc::new(move |d| observed.store_write.observe(d))),
                 ..EmbeddedOptions::default()
             },
         )
@@ -62,11 +74,42 @@ impl Application {
                 config.data_dir.display()
             )
         })?;
-        let (intake, rx) = Intake::new(config.queue_capacity);
+        // The spool continues after the store's checkpoint; what it holds beyond that is replayed into the store.
+        let stored_through = store.stored_through();
+        let spool_dir = config.data_dir.join("spool");
+        let (spool, recovery) = Spool::open(
+            &spool_dir,
+            SpoolOptions {
+                max_bytes: config.spool_max_bytes,
+                // Space comes back a whole stored segment at a time, so segments are a small part of the bound.
+                segment_bytes: (config.spool_max_bytes / 8).clamp(16 << 10, 32 << 20),
+                fsync_interval: Duration::from_millis(config.spool_fsync_ms),
+                ..SpoolOptions::default()
+            },
+            stored_through + 1,
+        )
+        .with_context(|| format!("cannot open the spool in {}", spool_dir.display()))?;
+        if recovery.truncated_bytes > 0 || recovery.next_seq > stored_through + 1 {
+            tracing::info!(
+                replay = recovery.next_seq.saturating_sub(stored_through + 1),
+                torn_bytes_cut = recovery.truncated_bytes,
+                "spool recovered; replaying what the store does not hold yet"
+            );
+        }
+        let (to_store, rx) = tokio::sync::mpsc::channel(WRITER_QUEUE);
         let writer = store
             .spawn_writer(rx)
             .context("cannot start the store writer")?;
-        let metrics = Arc::new(Metrics::default());
+        let replayer =
+            crate::intake::spawn_replayer(&spool, stored_through, to_store, metrics.clone());
+        let store_health = store.health();
+        let health = store_health.clone();
+        crate::intake::spawn_checkpointer(
+            spool.clone(),
+            move || health.stored_through.load(Ordering::Relaxed),
+            metrics.clone(),
+        );
+        let intake = Intake::new(spool.clone());
         let state = AppState {
             intake,
             recent: Arc::new(Recent::default()),
@@ -74,8 +117,10 @@ impl Application {
             policy: policy.clone(),
             limiter: Arc::new(RateLimiter::default()),
             metrics: metrics.clone(),
+            spool_max_bytes: config.spool_max_bytes,
+            refusal_log: Arc::default(),
         };
-        spawn_gauges(state.clone());
+        spawn_gauges(&state);
         let store: Arc<EmbeddedStore> = Arc::new(store);
         let engine = query::QueryEngine::new(store);
         let auth = AuthState {
@@ -106,7 +151,8 @@ impl Application {
                 metrics.clone(),
                 routes::request_metrics::track,
             ))
-            .layer(from_fn_with_state(policy.clone(), security_headers));
+            .layer(from_fn_with_state(policy.clone(), security_headers))
+            .layer(axum::middleware::from_fn(routes::request_id::assign));
         let admin_router = routes::admin::routes(metrics.clone());
         let listener = TcpListener::bind(config.listen)
             .await
@@ -122,6 +168,9 @@ impl Application {
             router,
             admin_router,
             writer,
+            spool,
+            replayer,
+            store_health,
             policy,
             metrics,
             config,
@@ -175,10 +224,19 @@ impl Application {
         server::serve(self.listener, self.router, limits, shutdown, timeout)
             .await
             .context("server failed")?;
-        // Every handler (and with them every queue sender) is gone now: the writer drains what is queued, flushes
-        // and stops.
+        // No handler runs any more. Close the spool (what was appended is written and synced), let the replayer read
+        // it to the end into the store, and let the writer flush and stop.
         tracing::info!("draining and flushing");
-        let flushed = tokio::time::timeout(timeout, self.writer.stopped()).await;
+        let spool = self.spool.clone();
+        let (replayer, writer) = (self.replayer, self.writer);
+        let flushed = tokio::time::timeout(timeout, async move {
+            let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+            let _ = replayer.await;
+            writer.stopped().await;
+        })
+        .await;
+        self.spool
+            .checkpoint(self.store_health.stored_through.load(Ordering::Relaxed));
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         match flushed {
@@ -193,18 +251,14 @@ impl Application {
     }
 }
 
-/// Keeps the gauges that are read from elsewhere (queue depth, store counters) current, once a second.
-fn spawn_gauges(state: AppState) {
+/// Keeps the store counters in the metrics current, once a second.
+fn spawn_gauges(state: &AppState) {
     let metrics = state.metrics.clone();
     let writer = state.writer.clone();
-    let intake = state.intake.downgrade();
-    drop(state);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            let Some(depth) = intake.depth() else { return };
-            metrics.queue_depth.store(depth as u64, Ordering::Relaxed);
             metrics.store_samples_written.store(
                 writer.samples_written.load(Ordering::Relaxed),
                 Ordering::Relaxed,

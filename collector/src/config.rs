@@ -75,9 +75,12 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "FIELDVITALS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
-    /// Accepted beacons that may wait between the ingest handler and the store's writer; past it, 503.
-    #[arg(long, env = "FIELDVITALS_QUEUE_CAPACITY", default_value_t = 65_536)]
-    pub queue_capacity: usize,
+    /// Most bytes the spool may hold before beacons are refused with 503 (accepted, not yet stored).
+    #[arg(long, env = "FIELDVITALS_SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub spool_max_bytes: u64,
+    /// Milliseconds between spool fsyncs (group commit); 0 syncs before every 204 (slower, survives power loss).
+    #[arg(long, env = "FIELDVITALS_SPOOL_FSYNC_MS", default_value_t = 5)]
+    pub spool_fsync_ms: u64,
     /// How long a graceful shutdown may take to drain and flush, in seconds.
     #[arg(long, env = "FIELDVITALS_SHUTDOWN_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub shutdown_timeout_secs: u64,
@@ -114,7 +117,8 @@ impl Config {
             request_timeout_secs: 15,
             data_dir,
             log_format: LogFormat::Human,
-            queue_capacity: 65_536,
+            spool_max_bytes: 1 << 30,
+            spool_fsync_ms: 5,
             shutdown_timeout_secs: 30,
             retention_days: 400,
         }
@@ -134,7 +138,8 @@ pub fn show(config: &Config) -> anyhow::Result<String> {
     out += &format!("admin_listen = \"{}\"\n", config.admin_listen);
     out += &format!("data_dir = \"{}\"\n", config.data_dir.display());
     out += &format!("log_format = \"{:?}\"\n", config.log_format).to_lowercase();
-    out += &format!("queue_capacity = {}\n", config.queue_capacity);
+    out += &format!("spool_max_bytes = {}\n", config.spool_max_bytes);
+    out += &format!("spool_fsync_ms = {}\n", config.spool_fsync_ms);
     out += &format!("shutdown_timeout_secs = {}\n", config.shutdown_timeout_secs);
     out += &format!("header_timeout_secs = {}\n", config.header_timeout_secs);
     out += &format!("request_timeout_secs = {}\n", config.request_timeout_secs);

@@ -38,14 +38,20 @@ pub enum IngestError {
     /// The queue to the store is full: shed, and ask the client to come back.
     #[error("overloaded: the collector is shedding load, retry later")]
     Overloaded,
+    /// The disk under the spool is full.
+    #[error("disk full: the collector cannot store beacons until space is freed")]
+    DiskFull,
+    /// The spool failed to write.
+    #[error("unavailable: the spool cannot write ({0})")]
+    SpoolFailed(String),
     /// Shutting down or the store's writer is gone.
     #[error("unavailable: the collector is shutting down or its store is not running")]
     Unavailable,
 }
 
 impl IngestError {
-    /// Counts the refusal in the declared metrics.
-    pub fn count(&self, m: &Metrics) {
+    /// Counts the refusal in the declared metrics; returns the reason label it was counted under.
+    pub fn count(&self, m: &Metrics) -> &'static str {
         match self {
             IngestError::Invalid(_) => m.reject(Reject::Invalid),
             IngestError::TooLarge(_) => m.reject(Reject::TooLarge),
@@ -57,7 +63,8 @@ impl IngestError {
             IngestError::Forbidden(_) => m.reject(Reject::Origin),
             IngestError::RateLimited => m.reject(Reject::RateLimited),
             IngestError::Overloaded => m.shed(Shed::Overloaded),
-            IngestError::Unavailable => m.shed(Shed::Unavailable),
+            IngestError::Unavailable | IngestError::SpoolFailed(_) => m.shed(Shed::Unavailable),
+            IngestError::DiskFull => m.shed(Shed::DiskFull),
         }
     }
 
@@ -70,7 +77,10 @@ impl IngestError {
             }
             IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
             IngestError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::Overloaded | IngestError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Overloaded
+            | IngestError::Unavailable
+            | IngestError::DiskFull
+            | IngestError::SpoolFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -1,76 +1,132 @@
-//! The seam between "accepted" and "aggregated": a bounded queue from the ingest handler to the store's writer.
+//! The seam between "accepted" and "stored": the durable spool, and the replayer that feeds the store from it.
 //!
-//! A beacon answered 204 has been handed to this queue; the writer drains it. The durable on-disk spool takes this
-//! place later without the handler changing.
+//! The ingest handler encodes a validated beacon ([`storage::codec`]) and appends it to the [`spool::Spool`]; the
+//! 204 goes out once the record is written (it then survives a crash of the collector; the spool's fsync interval
+//! bounds what a power loss can cost). The replayer reads the spool in order from the store's own checkpoint
+//! (`stored_through`, kept in the same transaction as the data) and hands each beacon, its id being its spool
+//! sequence number, to the store's writer over a bounded channel; the checkpoint task lets the spool delete what is
+//! stored. After a crash the replayer simply starts again from the store's checkpoint: nothing acknowledged is lost,
+//! nothing is counted twice.
 
 use crate::error::IngestError;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::telemetry::metrics::Metrics;
+use spool::{Spool, SpoolError};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use storage::Accepted;
 use tokio::sync::mpsc;
 
-/// The sending side, shared by the handlers.
+/// The ingest side of the seam, shared by the handlers.
 #[derive(Clone)]
 pub struct Intake {
-    tx: mpsc::Sender<Accepted>,
-    next_id: Arc<AtomicU64>,
+    spool: Spool,
 }
 
 impl Intake {
-    /// A queue of `capacity` beacons and its receiving end for the writer.
-    pub fn new(capacity: usize) -> (Intake, mpsc::Receiver<Accepted>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        // Ids start from a random point so that restarts (and several collectors) do not reuse them.
-        let seed = rand::random::<u64>() & 0x7fff_ffff_ffff_0000;
-        (
-            Intake {
-                tx,
-                next_id: Arc::new(AtomicU64::new(seed)),
-            },
-            rx,
-        )
+    /// Wraps an open spool.
+    pub fn new(spool: Spool) -> Intake {
+        Intake { spool }
     }
 
-    /// A fresh beacon id.
-    pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Enqueues without waiting: a full queue is overload, answered at once.
-    pub fn offer(&self, a: Accepted) -> Result<(), IngestError> {
-        self.tx.try_send(a).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => IngestError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => IngestError::Unavailable,
-        })
-    }
-
-    /// Free places in the queue.
-    pub fn free(&self) -> usize {
-        self.tx.capacity()
-    }
-
-    /// The queue's capacity.
-    pub fn capacity(&self) -> usize {
-        self.tx.max_capacity()
-    }
-
-    /// A handle that does not keep the queue open (for gauges), so shutdown still drains.
-    pub fn downgrade(&self) -> WeakIntake {
-        WeakIntake {
-            tx: self.tx.downgrade(),
+    /// Appends a validated beacon; resolves once it is durably in the spool. Full or failing spools are answered
+    /// at once (503), never by waiting.
+    pub async fn offer(&self, a: &Accepted) -> Result<u64, IngestError> {
+        let pending = self
+            .spool
+            .append(storage::codec::encode(a))
+            .map_err(spool_error)?;
+        match pending.await {
+            Ok(r) => r.map_err(spool_error),
+            Err(_) => Err(IngestError::Unavailable),
         }
     }
-}
 
-/// A weak reference to the queue.
-pub struct WeakIntake {
-    tx: mpsc::WeakSender<Accepted>,
-}
-
-impl WeakIntake {
-    /// Beacons waiting, or `None` once the queue is closed.
-    pub fn depth(&self) -> Option<usize> {
-        let tx = self.tx.upgrade()?;
-        Some(tx.max_capacity() - tx.capacity())
+    /// The spool, for readiness and metrics.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
     }
+}
+
+fn spool_error(e: SpoolError) -> IngestError {
+    match e {
+        SpoolError::Full(_) => IngestError::Overloaded,
+        SpoolError::DiskFull(_) => IngestError::DiskFull,
+        SpoolError::Closed => IngestError::Unavailable,
+        SpoolError::Io(msg) => IngestError::SpoolFailed(msg),
+    }
+}
+
+/// Reads the spool from `after` and feeds the store's writer until the spool is closed and read to its end.
+pub fn spawn_replayer(
+    spool: &Spool,
+    after: u64,
+    to_store: mpsc::Sender<Accepted>,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    let mut reader = spool.reader(after);
+    tokio::spawn(async move {
+        while let Some(next) = reader.next().await {
+            match next {
+                Ok((seq, bytes)) => match storage::codec::decode(seq, &bytes) {
+                    Ok(a) => {
+                        if to_store.send(a).await.is_err() {
+                            tracing::error!("the store writer stopped; replay ends");
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // A checksummed record that does not decode is a bug or a version mix-up: skip it, loudly,
+                        // rather than block everything behind it.
+                        metrics
+                            .spool_records_skipped
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(seq, error = %e, "skipping an unreadable spool record");
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "spool read failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Once a second: let the spool drop what the store holds, and publish the spool gauges.
+pub fn spawn_checkpointer(
+    spool: Spool,
+    stored_through: impl Fn() -> u64 + Send + 'static,
+    metrics: Arc<Metrics>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            spool.checkpoint(stored_through());
+            let s = spool.stats();
+            metrics
+                .spool_bytes
+                .store(s.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+            metrics
+                .spool_segments
+                .store(s.segments.load(Ordering::Relaxed), Ordering::Relaxed);
+            let oldest = s.oldest_unstored_ms.load(Ordering::Relaxed);
+            let now = chrono::Utc::now().timestamp_millis() as u64;
+            metrics.spool_oldest_unstored_ms.store(
+                if oldest == 0 {
+                    0
+                } else {
+                    now.saturating_sub(oldest)
+                },
+                Ordering::Relaxed,
+            );
+            metrics.queue_depth.store(
+                s.last_seq
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(stored_through()),
+                Ordering::Relaxed,
+            );
+        }
+    });
 }

@@ -135,3 +135,77 @@ fn config_show_prints_the_effective_configuration_without_secrets() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("policy file /nonexistent/policy.toml"));
 }
+
+/// JSON logs: a flood of bad beacons gives one "beacon refused" event per reason (with its request id), not one per
+/// beacon; every response carries a request id, and a proxy's id is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_logged_once_per_reason_with_request_ids() {
+    let (_d, dir) = tempdir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(bin_path("collector"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "collector came up");
+    let mut first_id = None;
+    for i in 0..50 {
+        let r = client
+            .post(format!("{base}/v1/beacon"))
+            .header("user-agent", DESKTOP_UA)
+            .header("x-request-id", format!("proxy-{i}"))
+            .body(r#"{"v":1,"site":"s","url":"https://x.example/","metrics":[{"name":"XYZ","value":1}]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+        assert_eq!(
+            r.headers()["x-request-id"].to_str().unwrap(),
+            format!("proxy-{i}")
+        );
+        first_id.get_or_insert(format!("proxy-{i}"));
+    }
+    // An id is generated when none (or an unsafe one) comes in.
+    let r = client
+        .get(format!("{base}/healthz"))
+        .header("x-request-id", "bad id\twith tab")
+        .send()
+        .await
+        .unwrap();
+    let generated = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(!generated.is_empty() && !generated.contains(' '));
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let refusals: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["message"] == "beacon refused")
+        .collect();
+    assert_eq!(refusals.len(), 1, "one event for 50 refusals:\n{logs}");
+    assert_eq!(refusals[0]["reason"], "invalid");
+    assert_eq!(refusals[0]["request_id"], first_id.unwrap().as_str());
+    assert!(refusals[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("metrics[0].name"));
+}

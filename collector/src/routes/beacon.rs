@@ -1,9 +1,10 @@
 //! `POST /v1/beacon`: decode, validate, admit by policy, enqueue. No storage I/O here.
 //!
 //! Order of checks, cheapest and most telling first: media type and encoding (415), size (413), bots (204, not
-//! stored), JSON and fields (400), site and origin (403), rate limit (429), sampling (204, not stored), queue room
-//! (503). Only a beacon that passes all of them is handed on and answered 204.
+//! stored), JSON and fields (400), site and origin (403), rate limit (429), sampling (204, not stored), then the
+//! durable spool (503 when full or the disk is). Only a beacon written to the spool is answered 204.
 
+use super::request_id::RequestId;
 use super::AppState;
 use crate::error::{IngestError, ORIGIN_NOT_ALLOWED, UNKNOWN_SITE};
 use crate::policy::bots::is_bot;
@@ -15,6 +16,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -33,9 +35,11 @@ fn with_cors(mut resp: Response) -> Response {
     resp
 }
 
-/// What happened to a beacon that got a 2xx.
+/// What the checks decided for a beacon.
 enum Outcome {
-    Stored,
+    /// Goes to the spool.
+    Store(Accepted),
+    /// Answered 204 but not stored.
     Dropped(Shed),
 }
 
@@ -43,18 +47,27 @@ enum Outcome {
 pub async fn post_beacon(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match accept(&state, peer, &headers, body) {
-        Ok(Outcome::Stored) => with_cors(StatusCode::NO_CONTENT.into_response()),
-        Ok(Outcome::Dropped(why)) => {
+    let outcome = match check(&state, peer, &headers, body) {
+        Ok(Outcome::Store(accepted)) => store(&state, accepted).await.map(|()| None),
+        Ok(Outcome::Dropped(why)) => Ok(Some(why)),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(None) => with_cors(StatusCode::NO_CONTENT.into_response()),
+        Ok(Some(why)) => {
             state.metrics.shed(why);
             with_cors(StatusCode::NO_CONTENT.into_response())
         }
         Err(e) => {
-            e.count(&state.metrics);
-            tracing::debug!(error = %e, "beacon refused");
+            let reason = e.count(&state.metrics);
+            let id = request_id
+                .as_ref()
+                .map_or("", |Extension(RequestId(id))| id.as_str());
+            state.refusal_log.refused(reason, id, &e);
             with_cors(e.into_response())
         }
     }
@@ -103,7 +116,7 @@ fn body_bytes(
     }
 }
 
-fn accept(
+fn check(
     state: &AppState,
     peer: SocketAddr,
     headers: &HeaderMap,
@@ -137,16 +150,21 @@ fn accept(
         return Ok(Outcome::Dropped(Shed::SampledOut));
     }
     let device = DeviceClass::from_headers(user_agent, header_str("sec-ch-ua-mobile"));
-    let samples = beacon.metrics.len() as u64;
-    let accepted = Accepted {
-        id: state.intake.next_id(),
+    // The id is the spool's sequence number, assigned when the record is written.
+    Ok(Outcome::Store(Accepted {
+        id: 0,
         received_at_ms: chrono::Utc::now().timestamp_millis(),
         device,
         beacon,
-    };
-    // /v1/recent shows only what was accepted, so its entries are built now and kept once the queue took the beacon.
+    }))
+}
+
+/// Hands an accepted beacon to the spool and waits until it is written.
+async fn store(state: &AppState, mut accepted: Accepted) -> Result<(), IngestError> {
+    let samples = accepted.beacon.metrics.len() as u64;
+    accepted.id = state.intake.offer(&accepted).await?;
+    // /v1/recent shows only what was accepted.
     let (site, entries) = crate::recent::Recent::prepare(&accepted);
-    state.intake.offer(accepted)?;
     state.recent.push(site, entries);
     state
         .metrics
@@ -156,7 +174,7 @@ fn accept(
         .metrics
         .samples_accepted
         .fetch_add(samples, Ordering::Relaxed);
-    Ok(Outcome::Stored)
+    Ok(())
 }
 
 /// `OPTIONS /v1/beacon`: lets `fetch` clients that send `application/json` pass their preflight.

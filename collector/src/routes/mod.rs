@@ -5,6 +5,7 @@ pub mod beacon;
 pub mod beacon_files;
 pub mod health;
 pub mod recent;
+pub mod request_id;
 pub mod request_metrics;
 
 use crate::intake::Intake;
@@ -30,4 +31,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Declared metrics.
     pub metrics: Arc<Metrics>,
+    /// The spool's size limit (readiness turns false at it).
+    pub spool_max_bytes: u64,
+    /// Refusals, logged once per reason per interval.
+    pub refusal_log: Arc<crate::telemetry::refusal_log::RefusalLog>,
 }

@@ -15,6 +15,7 @@
 //! | `fieldvitals_store_write_errors_total` | counter | – |
 //! | `fieldvitals_store_samples_written_total` | counter | – |
 //! | `fieldvitals_queue_depth` | gauge | – |
+//! | `fieldvitals_spool_records_skipped_total` | counter | – |
 //! | `fieldvitals_spool_bytes`, `fieldvitals_spool_segments`, `fieldvitals_spool_oldest_unstored_age_seconds` | gauge | – |
 
 use std::fmt::Write as _;
@@ -190,17 +191,21 @@ pub struct Metrics {
     pub spool_segments: AtomicU64,
     /// Age of the oldest beacon not yet stored, in ms.
     pub spool_oldest_unstored_ms: AtomicU64,
+    /// Spool records that could not be decoded and were skipped.
+    pub spool_records_skipped: AtomicU64,
 }
 
 impl Metrics {
     /// Counts a refused beacon.
-    pub fn reject(&self, r: Reject) {
+    pub fn reject(&self, r: Reject) -> &'static str {
         self.rejected[r.index()].fetch_add(1, Ordering::Relaxed);
+        r.as_str()
     }
 
     /// Counts a shed beacon.
-    pub fn shed(&self, s: Shed) {
+    pub fn shed(&self, s: Shed) -> &'static str {
         self.shed[s.index()].fetch_add(1, Ordering::Relaxed);
+        s.as_str()
     }
 
     /// Reads a rejection counter.

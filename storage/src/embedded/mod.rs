@@ -98,12 +98,16 @@ impl EmbeddedStore {
         })?;
         let path = dir.join(DB_FILE);
         let conn = schema::open_writer(&path)?;
+        // The checkpoint the spool replays after: it moved in the same transactions as the data.
+        let through = rollup::stored_through(&conn)?;
         drop(conn);
+        let health = Arc::new(WriterHealth::default());
+        health.stored_through.store(through, Ordering::Relaxed);
         Ok(EmbeddedStore {
             path,
             options,
             readers: Mutex::new(Vec::new()),
-            health: Arc::default(),
+            health,
         })
     }
 
@@ -273,6 +277,32 @@ mod tests {
             r#"{{"v":1,"site":"{site}","url":"https://x.example{page}","metrics":[{{"name":"LCP","value":{value}}}]}}"#
         );
         vitals::decode_beacon(body.as_bytes()).unwrap()
+    }
+
+    /// The checkpoint a spool replays after must survive a restart: a reopened store that forgot it would replay,
+    /// and count twice, everything the spool still holds.
+    #[tokio::test]
+    async fn stored_through_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        assert_eq!(store.stored_through(), 0);
+        let (tx, rx) = mpsc::channel(16);
+        let writer = store.spawn_writer(rx).unwrap();
+        for id in [3, 4, 9] {
+            let a = Accepted {
+                id,
+                received_at_ms: now_ms(),
+                device: DeviceClass::Phone,
+                beacon: beacon("s", "/p", 100.0),
+            };
+            tx.send(a).await.unwrap();
+        }
+        drop(tx);
+        writer.stopped().await;
+        assert_eq!(store.stored_through(), 9);
+        drop(store);
+        let reopened = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+        assert_eq!(reopened.stored_through(), 9);
     }
 
     /// Samples over three days, rolled up as time passes, must read back exactly as if recorded directly, for

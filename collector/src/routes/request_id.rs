@@ -1,0 +1,73 @@
+//! Request ids: every request gets one (a sane incoming `X-Request-Id` from a proxy is kept), it is echoed in the
+//! response and carried by every log event of the request, so an operator can follow one beacon from the proxy log to
+//! ours.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use tracing::Instrument;
+
+/// The header.
+pub const HEADER: &str = "x-request-id";
+
+/// The id of the current request (a request extension).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn generate() -> String {
+    static BOOT: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Unique per process start (nanosecond clock) and per request (counter): no randomness needed for an id.
+    let boot = *BOOT.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    format!(
+        "{:012x}-{:08x}",
+        boot & 0xffff_ffff_ffff,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Kept only when short and made of safe characters: it goes into logs verbatim.
+fn acceptable(v: &str) -> bool {
+    (1..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The middleware.
+pub async fn assign(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable(v))
+        .map_or_else(generate, str::to_string);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut resp = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(HEADER, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_unsafe_incoming_ids_are_replaced() {
+        assert_ne!(generate(), generate());
+        assert!(acceptable("abc-123_x.y"));
+        assert!(!acceptable(""));
+        assert!(!acceptable("a b"));
+        assert!(!acceptable("a\nb"));
+        assert!(!acceptable(&"x".repeat(65)));
+    }
+}
