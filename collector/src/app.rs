@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::embedded::{EmbeddedOptions, EmbeddedStore, WriterHandle, WriterHealth};
+use storage::embedded::WriterHealth;
 use tokio::net::TcpListener;
 
 /// Beacons that may wait between the spool replayer and the store's writer (memory, not durability: the spool
@@ -37,7 +37,7 @@ pub struct Application {
     admin_listener: TcpListener,
     router: Router,
     admin_router: Router,
-    writer: WriterHandle,
+    writer: crate::storage_select::StoreWriter,
     spool: Spool,
     replayer: tokio::task::JoinHandle<()>,
     store_health: Arc<WriterHealth>,
@@ -59,23 +59,9 @@ impl Application {
             );
         }
         let metrics = Arc::new(Metrics::default());
-        let observed = metrics.clone();
-        let store = EmbeddedStore::open(
-            &config.data_dir,
-            EmbeddedOptions {
-                day_retention_days: config.retention_days,
-                observe_write: Some(Arc::new(move |d| observed.store_write.observe(d))),
-                ..EmbeddedOptions::default()
-            },
-        )
-        .with_context(|| {
-            format!(
-                "cannot open the embedded store in {}",
-                config.data_dir.display()
-            )
-        })?;
+        let store = crate::storage_select::SelectedStore::open(&config, &metrics).await?;
         // The spool continues after the store's checkpoint; what it holds beyond that is replayed into the store.
-        let stored_through = store.stored_through();
+        let stored_through = store.stored_through;
         let spool_dir = config.data_dir.join("spool");
         let (spool, recovery) = Spool::open(
             &spool_dir,
@@ -97,12 +83,10 @@ impl Application {
             );
         }
         let (to_store, rx) = tokio::sync::mpsc::channel(WRITER_QUEUE);
-        let writer = store
-            .spawn_writer(rx)
-            .context("cannot start the store writer")?;
+        let writer = store.spawn_writer(rx)?;
         let replayer =
             crate::intake::spawn_replayer(&spool, stored_through, to_store, metrics.clone());
-        let store_health = store.health();
+        let store_health = store.health.clone();
         let health = store_health.clone();
         crate::intake::spawn_checkpointer(
             spool.clone(),
@@ -113,7 +97,7 @@ impl Application {
         let state = AppState {
             intake,
             recent: Arc::new(Recent::default()),
-            writer: store.health(),
+            writer: store.health.clone(),
             policy: policy.clone(),
             limiter: Arc::new(RateLimiter::default()),
             metrics: metrics.clone(),
@@ -121,8 +105,7 @@ impl Application {
             refusal_log: Arc::default(),
         };
         spawn_gauges(&state);
-        let store: Arc<EmbeddedStore> = Arc::new(store);
-        let engine = query::QueryEngine::new(store);
+        let engine = query::QueryEngine::new(store.source.clone());
         let auth = AuthState {
             policy: policy.clone(),
             loopback_only,
@@ -229,10 +212,13 @@ impl Application {
         tracing::info!("draining and flushing");
         let spool = self.spool.clone();
         let (replayer, writer) = (self.replayer, self.writer);
+        let flush_deadline = tokio::time::Instant::now() + timeout;
         let flushed = tokio::time::timeout(timeout, async move {
             let _ = tokio::task::spawn_blocking(move || spool.close()).await;
             let _ = replayer.await;
-            writer.stopped().await;
+            writer
+                .stopped(flush_deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .await;
         })
         .await;
         self.spool

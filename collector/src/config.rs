@@ -36,6 +36,8 @@ pub enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Create or upgrade the ClickHouse schema (--clickhouse-url) and drop partitions past retention.
+    Migrate,
     /// Restore a backup into --data-dir (stop the collector first).
     Restore {
         /// The backup directory.
@@ -104,6 +106,9 @@ pub struct Config {
     /// Day rows of the embedded store older than this are deleted (0 keeps them forever).
     #[arg(long, env = "FIELDVITALS_RETENTION_DAYS", default_value_t = 400)]
     pub retention_days: u32,
+    /// ClickHouse storage (selected by --clickhouse-url).
+    #[command(flatten)]
+    pub clickhouse: crate::storage_select::ClickHouseArgs,
 }
 
 impl Config {
@@ -121,6 +126,7 @@ impl Config {
             spool_fsync_ms: 5,
             shutdown_timeout_secs: 30,
             retention_days: 400,
+            clickhouse: crate::storage_select::ClickHouseArgs::default(),
         }
     }
 
@@ -144,6 +150,7 @@ pub fn show(config: &Config) -> anyhow::Result<String> {
     out += &format!("header_timeout_secs = {}\n", config.header_timeout_secs);
     out += &format!("request_timeout_secs = {}\n", config.request_timeout_secs);
     out += &format!("retention_days = {}\n", config.retention_days);
+    out += &config.clickhouse.show();
     out += &format!(
         "policy_file = {}\n",
         config

@@ -18,6 +18,7 @@ pub mod recent;
 pub mod routes;
 pub mod security;
 pub mod server;
+pub mod storage_select;
 pub mod telemetry;
 
 pub use app::Application;

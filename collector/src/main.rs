@@ -24,6 +24,9 @@ async fn main() -> ExitCode {
                 })
                 .map_err(anyhow::Error::from)
         }
+        Some(Command::Migrate) => collector::storage_select::migrate(&cli.config)
+            .await
+            .map(|text| print!("{text}")),
         Some(Command::Restore { from, force }) => {
             storage::embedded::backup::restore(&from, &cli.config.data_dir, force)
                 .map(|rows| {

@@ -334,7 +334,9 @@ pub fn generated_sql(cfg: &ClickHouseConfig) -> Vec<String> {
     use storage::{Filters, GroupBy, HOUR_MS, MINUTE_MS};
     let client = client(cfg);
     let mut out = vec![
-        migrations_exist_query(&client, cfg).sql_display().to_string(),
+        migrations_exist_query(&client, cfg)
+            .sql_display()
+            .to_string(),
         schema::create_database(cfg),
         schema::create_migrations_table(cfg),
     ];

@@ -1,0 +1,403 @@
+//! Storage selection: the embedded SQLite store (default) or ClickHouse (`--clickhouse-url`).
+//!
+//! Either way the rest of the collector sees the same three things: the id through which the store holds everything
+//! (where the spool replay starts), a writer fed by the replayer's channel, and a [`WriterHealth`] that `/readyz`,
+//! the metrics and the spool checkpointer read. In ClickHouse mode a small bridge task copies the sink's monitor
+//! into that `WriterHealth` every 100 ms, so readiness ("degraded" while inserts fail, "failing" and 503 after
+//! [`crate::routes::health::STORE_FAILING_GRACE_MS`]) and checkpoints work unchanged. The password comes only from
+//! `FIELDVITALS_CLICKHOUSE_PASSWORD` or `--clickhouse-password-file`, never from a flag value, and is never logged.
+
+use crate::config::Config;
+use crate::telemetry::metrics::Metrics;
+use anyhow::Context;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use storage::embedded::{EmbeddedOptions, EmbeddedStore, WriterHandle, WriterHealth};
+use storage::{Accepted, HistogramSource};
+use storage_clickhouse::{ClickHouseConfig, ClickHouseStore, Secret, SinkHandle, SinkMonitor};
+use tokio::sync::mpsc;
+
+/// The environment variable holding the ClickHouse password.
+pub const PASSWORD_ENV: &str = "FIELDVITALS_CLICKHOUSE_PASSWORD";
+/// The file in the data directory holding this collector's ClickHouse source id (its id sequence's name).
+pub const SOURCE_FILE: &str = "clickhouse-source";
+
+/// ClickHouse flags.
+#[derive(Debug, Clone, Args)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP URL (like http://127.0.0.1:8123): store beacons in ClickHouse instead of the embedded store.
+    #[arg(long = "clickhouse-url", env = "FIELDVITALS_CLICKHOUSE_URL")]
+    pub url: Option<String>,
+    /// ClickHouse database.
+    #[arg(
+        long = "clickhouse-database",
+        env = "FIELDVITALS_CLICKHOUSE_DATABASE",
+        default_value = "fieldvitals"
+    )]
+    pub database: String,
+    /// ClickHouse user.
+    #[arg(
+        long = "clickhouse-user",
+        env = "FIELDVITALS_CLICKHOUSE_USER",
+        default_value = "default"
+    )]
+    pub user: String,
+    /// File holding the ClickHouse password (otherwise it is read from FIELDVITALS_CLICKHOUSE_PASSWORD; it is
+    /// never accepted as a flag value).
+    #[arg(
+        long = "clickhouse-password-file",
+        env = "FIELDVITALS_CLICKHOUSE_PASSWORD_FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// Use the ReplicatedMergeTree + Distributed schema on this ClickHouse cluster.
+    #[arg(long = "clickhouse-cluster", env = "FIELDVITALS_CLICKHOUSE_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Days of raw ClickHouse rows kept (at least 3).
+    #[arg(
+        long = "clickhouse-raw-retention-days",
+        env = "FIELDVITALS_CLICKHOUSE_RAW_RETENTION_DAYS",
+        default_value_t = 30
+    )]
+    pub raw_retention_days: u32,
+    /// Days of hourly ClickHouse rollups kept (0 keeps them forever).
+    #[arg(
+        long = "clickhouse-rollup-retention-days",
+        env = "FIELDVITALS_CLICKHOUSE_ROLLUP_RETENTION_DAYS",
+        default_value_t = 400
+    )]
+    pub rollup_retention_days: u32,
+}
+
+impl Default for ClickHouseArgs {
+    fn default() -> Self {
+        ClickHouseArgs {
+            url: None,
+            database: "fieldvitals".into(),
+            user: "default".into(),
+            password_file: None,
+            cluster: None,
+            raw_retention_days: 30,
+            rollup_retention_days: 400,
+        }
+    }
+}
+
+impl ClickHouseArgs {
+    /// The store configuration, when ClickHouse is selected. Reads the password and this collector's source id
+    /// (created on first use in `data_dir`).
+    pub fn store_config(&self, data_dir: &Path) -> anyhow::Result<Option<ClickHouseConfig>> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        let password = match (&self.password_file, std::env::var(PASSWORD_ENV)) {
+            (Some(_), Ok(_)) => {
+                anyhow::bail!("both --clickhouse-password-file and {PASSWORD_ENV} are set: use one")
+            }
+            (Some(f), Err(_)) => std::fs::read_to_string(f)
+                .with_context(|| {
+                    format!("cannot read the ClickHouse password file {}", f.display())
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+            (None, Ok(p)) => p,
+            (None, Err(_)) => String::new(),
+        };
+        let cfg = ClickHouseConfig {
+            url: url.clone(),
+            database: self.database.clone(),
+            user: self.user.clone(),
+            password: Secret::new(password),
+            source: source_id(data_dir)?,
+            cluster: self.cluster.clone(),
+            raw_retention_days: self.raw_retention_days,
+            rollup_retention_days: self.rollup_retention_days,
+            ..ClickHouseConfig::default()
+        };
+        cfg.validate()?;
+        Ok(Some(cfg))
+    }
+
+    /// Lines for `config show` (the password only as set/unset).
+    pub fn show(&self) -> String {
+        let mut out = String::new();
+        out += &format!(
+            "clickhouse_url = {}\n",
+            self.url
+                .as_ref()
+                .map_or("none (embedded store)".to_string(), |u| format!("\"{u}\""))
+        );
+        out += &format!("clickhouse_database = \"{}\"\n", self.database);
+        out += &format!("clickhouse_user = \"{}\"\n", self.user);
+        let password = if let Some(f) = &self.password_file {
+            format!("<redacted> (from file \"{}\")", f.display())
+        } else if std::env::var(PASSWORD_ENV).is_ok() {
+            format!("<redacted> (from {PASSWORD_ENV})")
+        } else {
+            "<unset>".to_string()
+        };
+        out += &format!("clickhouse_password = \"{password}\"\n");
+        if let Some(c) = &self.cluster {
+            out += &format!("clickhouse_cluster = \"{c}\"\n");
+        }
+        out += &format!(
+            "clickhouse_raw_retention_days = {}\nclickhouse_rollup_retention_days = {}\n",
+            self.raw_retention_days, self.rollup_retention_days
+        );
+        out
+    }
+}
+
+/// This collector's source id: kept in the data directory next to the spool whose sequence numbers it names, so a
+/// new data directory (a new spool starting again at 1) is a new source and never collides with stored ids.
+fn source_id(data_dir: &Path) -> anyhow::Result<String> {
+    use std::hash::{BuildHasher, Hasher};
+    let path = data_dir.join(SOURCE_FILE);
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim();
+        if !s.is_empty() {
+            return Ok(s.to_string());
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    // RandomState is seeded from the OS's randomness: two collectors never pick the same id.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let id = format!(
+        "{}{:016x}",
+        if host.is_empty() {
+            String::new()
+        } else {
+            format!("{host}-")
+        },
+        h.finish()
+    );
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+/// The opened store, before its writer starts.
+pub struct SelectedStore {
+    /// Every accepted beacon with an id at or below this is stored: the spool replays what follows.
+    pub stored_through: u64,
+    /// The writer's health, read by readiness, metrics and the checkpointer.
+    pub health: Arc<WriterHealth>,
+    /// What the query engine reads.
+    pub source: Arc<dyn HistogramSource>,
+    kind: Kind,
+}
+
+enum Kind {
+    Embedded(Arc<EmbeddedStore>),
+    ClickHouse(ClickHouseStore),
+}
+
+/// A running writer.
+pub enum StoreWriter {
+    /// The embedded store's writer.
+    Embedded(WriterHandle),
+    /// The ClickHouse sink, the task mirroring its monitor into the health, and the retention task.
+    ClickHouse {
+        /// The sink.
+        sink: SinkHandle,
+        /// Mirrors the sink's monitor into the health.
+        bridge: tokio::task::JoinHandle<()>,
+        /// Drops old partitions hourly.
+        retention: tokio::task::JoinHandle<()>,
+        /// The sink's monitor.
+        monitor: Arc<SinkMonitor>,
+        /// The health it mirrors into.
+        health: Arc<WriterHealth>,
+    },
+}
+
+impl StoreWriter {
+    /// Waits until everything received is stored and the writer has stopped (close its channel first), for at
+    /// most `deadline` in ClickHouse mode (the spool replays the rest on the next start).
+    pub async fn stopped(self, deadline: Duration) {
+        match self {
+            StoreWriter::Embedded(w) => w.stopped().await,
+            StoreWriter::ClickHouse {
+                sink,
+                bridge,
+                retention,
+                monitor,
+                health,
+            } => {
+                retention.abort();
+                if let Err(e) = sink.flush_and_stop(deadline).await {
+                    tracing::warn!(error = %e, "clickhouse sink stopped before storing everything");
+                }
+                bridge.abort();
+                mirror(&monitor, &health);
+            }
+        }
+    }
+}
+
+fn mirror(m: &SinkMonitor, h: &WriterHealth) {
+    let s = m.health();
+    h.stored_through
+        .fetch_max(s.stored_through, Ordering::Relaxed);
+    h.failing_since_ms
+        .store(s.failing_since_ms, Ordering::Relaxed);
+    h.last_ok_ms.store(s.last_ok_ms, Ordering::Relaxed);
+    h.samples_written.store(s.rows_inserted, Ordering::Relaxed);
+    h.failed_flushes.store(s.retries, Ordering::Relaxed);
+    // Keep the last error visible only while failing: after recovery readiness says "ok" with no stale error.
+    *h.last_error.lock().expect("health lock") = if s.failing_since_ms != 0 {
+        s.last_error
+    } else {
+        None
+    };
+}
+
+impl SelectedStore {
+    /// Opens the store the configuration selects.
+    pub async fn open(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<SelectedStore> {
+        match config.clickhouse.store_config(&config.data_dir)? {
+            None => {
+                let observed = metrics.clone();
+                let store = EmbeddedStore::open(
+                    &config.data_dir,
+                    EmbeddedOptions {
+                        day_retention_days: config.retention_days,
+                        observe_write: Some(Arc::new(move |d| observed.store_write.observe(d))),
+                        ..EmbeddedOptions::default()
+                    },
+                )
+                .with_context(|| {
+                    format!(
+                        "cannot open the embedded store in {}",
+                        config.data_dir.display()
+                    )
+                })?;
+                let store = Arc::new(store);
+                Ok(SelectedStore {
+                    stored_through: store.stored_through(),
+                    health: store.health(),
+                    source: store.clone(),
+                    kind: Kind::Embedded(store),
+                })
+            }
+            Some(cfg) => {
+                let store = ClickHouseStore::new(cfg)?;
+                let stored_through = prepare_clickhouse(&store).await?;
+                let health = Arc::new(WriterHealth::default());
+                health
+                    .stored_through
+                    .store(stored_through, Ordering::Relaxed);
+                Ok(SelectedStore {
+                    stored_through,
+                    health,
+                    source: Arc::new(store.clone()),
+                    kind: Kind::ClickHouse(store),
+                })
+            }
+        }
+    }
+
+    /// Starts the writer reading `rx`.
+    pub fn spawn_writer(&self, rx: mpsc::Receiver<Accepted>) -> anyhow::Result<StoreWriter> {
+        match &self.kind {
+            Kind::Embedded(store) => Ok(StoreWriter::Embedded(
+                store
+                    .spawn_writer(rx)
+                    .context("cannot start the store writer")?,
+            )),
+            Kind::ClickHouse(store) => {
+                let sink = storage_clickhouse::spawn_sink(store, rx);
+                let monitor = sink.monitor();
+                let health = self.health.clone();
+                let bridge = {
+                    let (monitor, health) = (monitor.clone(), health.clone());
+                    tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(Duration::from_millis(100));
+                        loop {
+                            tick.tick().await;
+                            mirror(&monitor, &health);
+                        }
+                    })
+                };
+                let retention = store.spawn_retention(Duration::from_secs(3600));
+                Ok(StoreWriter::ClickHouse {
+                    sink,
+                    bridge,
+                    retention,
+                    monitor,
+                    health,
+                })
+            }
+        }
+    }
+}
+
+/// Brings the schema up to date when the server answers, and reads where the spool replay starts. An unreachable
+/// server is not fatal: the collector accepts beacons into its spool and the sink retries; the replay then starts
+/// at the spool's beginning and the sink skips what ClickHouse already holds.
+async fn prepare_clickhouse(store: &ClickHouseStore) -> anyhow::Result<u64> {
+    let cfg = store.config();
+    match tokio::time::timeout(Duration::from_secs(10), store.applied_versions()).await {
+        Ok(Ok(applied)) => {
+            if applied.last().copied().unwrap_or(0) < store.latest_version() {
+                let done = store.migrate().await.with_context(|| {
+                    format!(
+                        "ClickHouse database {} needs migrating and user {} could not: run `collector migrate` with a user allowed to create tables",
+                        cfg.database, cfg.user
+                    )
+                })?;
+                tracing::info!(versions = ?done, "clickhouse schema migrated");
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, url = %cfg.url, "clickhouse unreachable at start; accepting into the spool and retrying");
+            return Ok(0);
+        }
+        Err(_) => {
+            tracing::warn!(url = %cfg.url, "clickhouse did not answer at start; accepting into the spool and retrying");
+            return Ok(0);
+        }
+    }
+    match store.stored_max_id().await {
+        Ok(m) => {
+            tracing::info!(source = %cfg.source, stored_through = m, database = %cfg.database, "clickhouse store ready");
+            Ok(m)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the stored ids; replaying the whole spool (the sink skips what is stored)");
+            Ok(0)
+        }
+    }
+}
+
+/// `collector migrate`: creates or upgrades the ClickHouse schema, then enforces retention.
+pub async fn migrate(config: &Config) -> anyhow::Result<String> {
+    let Some(cfg) = config.clickhouse.store_config(&config.data_dir)? else {
+        anyhow::bail!(
+            "migrate applies to ClickHouse (--clickhouse-url); the embedded store creates its schema by itself"
+        );
+    };
+    let store = ClickHouseStore::new(cfg)?;
+    let done = store.migrate().await?;
+    let dropped = store
+        .enforce_retention(chrono::Utc::now().timestamp_millis())
+        .await?;
+    let cfg = store.config();
+    Ok(format!(
+        "database {} at schema version {} (applied now: {:?}); retention dropped {} day partitions\n",
+        cfg.database,
+        store.latest_version(),
+        done,
+        dropped
+    ))
+}
