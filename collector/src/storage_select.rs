@@ -199,7 +199,7 @@ pub struct SelectedStore {
 
 enum Kind {
     Embedded(Arc<EmbeddedStore>),
-    ClickHouse(ClickHouseStore),
+    ClickHouse(Box<ClickHouseStore>),
 }
 
 /// A running writer.
@@ -301,7 +301,7 @@ impl SelectedStore {
                     stored_through,
                     health,
                     source: Arc::new(store.clone()),
-                    kind: Kind::ClickHouse(store),
+                    kind: Kind::ClickHouse(Box::new(store)),
                 })
             }
         }

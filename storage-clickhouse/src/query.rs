@@ -67,30 +67,36 @@ fn secs(ms: i64) -> u32 {
 }
 
 /// The group columns: the dimension when grouped by it, a constant otherwise (fewer rows to send back).
-fn group_select(q: &HistQuery) -> String {
+/// `prefix` is `""` for the raw table and `"r_"` for the rollup (whose dimension columns are named `r_*`).
+fn group_select(q: &HistQuery, prefix: &str) -> String {
+    let col = |on: bool, name: &str, none: &str| {
+        if on {
+            format!("{prefix}{name}")
+        } else {
+            none.to_string()
+        }
+    };
     format!(
         "{} AS g_page, {} AS g_device, {} AS g_release, {} AS g_nav",
-        if q.by.page { "page" } else { "''" },
-        if q.by.device { "device" } else { "toUInt8(0)" },
-        if q.by.release { "release" } else { "''" },
-        if q.by.nav { "nav" } else { "toUInt8(0)" },
+        col(q.by.page, "page", "''"),
+        col(q.by.device, "device", "toUInt8(0)"),
+        col(q.by.release, "release", "''"),
+        col(q.by.nav, "nav", "toUInt8(0)"),
     )
 }
 
-fn filters_sql(q: &HistQuery) -> String {
+fn filters_sql(q: &HistQuery, prefix: &str) -> String {
     let f = &q.filters;
     let mut s = String::new();
-    if f.page.is_some() {
-        s.push_str(" AND page = ?");
-    }
-    if f.device.is_some() {
-        s.push_str(" AND device = ?");
-    }
-    if f.release.is_some() {
-        s.push_str(" AND release = ?");
-    }
-    if f.nav.is_some() {
-        s.push_str(" AND nav = ?");
+    for (on, name) in [
+        (f.page.is_some(), "page"),
+        (f.device.is_some(), "device"),
+        (f.release.is_some(), "release"),
+        (f.nav.is_some(), "nav"),
+    ] {
+        if on {
+            s.push_str(&format!(" AND {prefix}{name} = ?"));
+        }
     }
     s
 }
@@ -128,10 +134,10 @@ pub fn raw_query(
          toUInt64(sum(rating = 2)) AS poor, sumMap([bucket], [toUInt64(1)]) AS hist \
          FROM {db}.{RAW} WHERE site = ? AND metric = ? AND ({times}){filters} \
          GROUP BY g_page, g_device, g_release, g_nav",
-        g = group_select(q),
+        g = group_select(q, ""),
         db = cfg.database,
         times = time_sql.join(" OR "),
-        filters = filters_sql(q),
+        filters = filters_sql(q, ""),
     );
     let mut query = client
         .query(&sql)
@@ -154,11 +160,11 @@ pub fn rollup_query(
     let sql = format!(
         "SELECT {g}, countMerge(samples) AS n, sumMerge(good) AS g_good, sumMerge(ni) AS g_ni, \
          sumMerge(poor) AS g_poor, sumMapMerge(hist) AS g_hist \
-         FROM {db}.{ROLLUP} WHERE site = ? AND metric = ? AND hour >= toDateTime(?) AND hour < toDateTime(?){filters} \
+         FROM {db}.{ROLLUP} WHERE r_site = ? AND r_metric = ? AND hour >= toDateTime(?) AND hour < toDateTime(?){filters} \
          GROUP BY g_page, g_device, g_release, g_nav",
-        g = group_select(q),
+        g = group_select(q, "r_"),
         db = cfg.database,
-        filters = filters_sql(q),
+        filters = filters_sql(q, "r_"),
     );
     let query = client
         .query(&sql)

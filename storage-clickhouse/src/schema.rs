@@ -136,21 +136,21 @@ pub fn migrations(cfg: &ClickHouseConfig) -> Vec<Migration> {
     // on every insert into the raw table. The histogram is a mergeable sumMap of (bucket, count) with the raw
     // table's buckets, so merged rollups give exactly the histogram the raw rows give.
     //
-    // The view also writes, in the same block, one marker row per writer source (site '', source set) holding
+    // The view also writes, in the same block, one marker row per writer source (r_site '', r_source set) holding
     // the largest beacon id it rolled up. Raw insert and view insert are not atomic together (a server stopped
     // between them keeps the raw part only), so after an uncertain insert the sink compares the raw table's and the
     // markers' largest id and rolls up the missing range itself ([`repair_rollup_sql`]). Queries always name a
     // non-empty site, so they never see markers.
     let mut v2 = vec![format!(
         "CREATE TABLE IF NOT EXISTS {rollup}{oc} (\
-         hour DateTime, site String, metric UInt8, page String, device UInt8, release String, nav UInt8, \
-         source String, \
+         hour DateTime, r_site String, r_metric UInt8, r_page String, r_device UInt8, r_release String, \
+         r_nav UInt8, r_source String, \
          samples AggregateFunction(count), \
          good AggregateFunction(sum, UInt64), ni AggregateFunction(sum, UInt64), poor AggregateFunction(sum, UInt64), \
          hist AggregateFunction(sumMap, Array(UInt64), Array(UInt64)), \
          max_id AggregateFunction(max, UInt64)\
          ) ENGINE = {engine} PARTITION BY intDiv(toUInt32(hour), 86400) \
-         ORDER BY (site, metric, hour, page, device, release, nav, source)",
+         ORDER BY (r_site, r_metric, hour, r_page, r_device, r_release, r_nav, r_source)",
         rollup = l.local(ROLLUP),
         engine = l.engine("AggregatingMergeTree", ROLLUP),
     )];
@@ -177,25 +177,25 @@ pub fn migrations(cfg: &ClickHouseConfig) -> Vec<Migration> {
 
 /// The columns the rollup is written with, in order.
 pub const ROLLUP_COLUMNS: &str =
-    "hour, site, metric, page, device, release, nav, source, samples, good, ni, poor, hist, max_id";
+    "hour, r_site, r_metric, r_page, r_device, r_release, r_nav, r_source, \
+     samples, good, ni, poor, hist, max_id";
 
 /// The rollup of raw rows (plus one marker row per source), as the view and the repair compute it. Every raw row
 /// is read twice through `ARRAY JOIN [0, 1]`: as data (`mark = 0`) and as its source's marker (`mark = 1`). The
-/// inner query renames columns so that no alias shadows a column of the same name (old servers reject that).
+/// rollup's dimension columns are named `r_*` so that no alias shadows a raw column of the same name (old servers
+/// reject that), and there is no subquery (18.16 cannot push blocks through a view over a subquery).
 fn rollup_select(raw: &str, filter: &str) -> String {
     format!(
-        "SELECT r_hour AS hour, r_site AS site, r_metric AS metric, r_page AS page, r_device AS device, \
-         r_release AS release, r_nav AS nav, r_source AS source, \
-         countState() AS samples, sumState(r_good) AS good, sumState(r_ni) AS ni, sumState(r_poor) AS poor, \
-         sumMapState([r_bucket], [toUInt64(1)]) AS hist, maxState(r_id) AS max_id \
-         FROM (SELECT toDateTime(intDiv(toUInt32(time), 3600) * 3600) AS r_hour, \
+        "SELECT toDateTime(intDiv(toUInt32(time), 3600) * 3600) AS hour, \
          if(mark = 1, '', site) AS r_site, if(mark = 1, toUInt8(0), metric) AS r_metric, \
          if(mark = 1, '', page) AS r_page, if(mark = 1, toUInt8(0), device) AS r_device, \
          if(mark = 1, '', release) AS r_release, if(mark = 1, toUInt8(0), nav) AS r_nav, \
-         if(mark = 1, source, '') AS r_source, toUInt64(rating = 0) AS r_good, toUInt64(rating = 1) AS r_ni, \
-         toUInt64(rating = 2) AS r_poor, bucket AS r_bucket, beacon_id AS r_id \
-         FROM {raw} ARRAY JOIN [0, 1] AS mark{filter}) \
-         GROUP BY r_hour, r_site, r_metric, r_page, r_device, r_release, r_nav, r_source"
+         if(mark = 1, source, '') AS r_source, \
+         countState() AS samples, sumState(toUInt64(rating = 0)) AS good, sumState(toUInt64(rating = 1)) AS ni, \
+         sumState(toUInt64(rating = 2)) AS poor, sumMapState([bucket], [toUInt64(1)]) AS hist, \
+         maxState(beacon_id) AS max_id \
+         FROM {raw} ARRAY JOIN [0, 1] AS mark{filter} \
+         GROUP BY hour, r_site, r_metric, r_page, r_device, r_release, r_nav, r_source"
     )
 }
 
@@ -215,7 +215,7 @@ pub fn repair_rollup_sql(cfg: &ClickHouseConfig) -> String {
 /// The largest id the rollup's markers hold for one source (one bind: the source).
 pub fn rollup_marker_sql(cfg: &ClickHouseConfig) -> String {
     format!(
-        "SELECT toUInt64(maxMerge(max_id)) FROM {}.{ROLLUP} WHERE site = '' AND source = ?",
+        "SELECT toUInt64(maxMerge(max_id)) FROM {}.{ROLLUP} WHERE r_site = '' AND r_source = ?",
         cfg.database
     )
 }

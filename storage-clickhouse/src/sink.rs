@@ -104,6 +104,7 @@ pub struct SinkMonitor {
     batches_inserted: AtomicU64,
     data_error_rows: AtomicU64,
     duplicate_beacons: AtomicU64,
+    rollup_repairs: AtomicU64,
     last_ok_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
 }
@@ -129,6 +130,8 @@ pub struct SinkHealth {
     pub data_error_rows: u64,
     /// Beacons skipped because they were already stored (replays).
     pub duplicate_beacons: u64,
+    /// Times the rollup was found behind the raw table after an uncertain insert and rolled up from raw rows.
+    pub rollup_repairs: u64,
     /// Unix ms of the last successful insert (0 before the first).
     pub last_ok_ms: i64,
     /// The last error.
@@ -160,6 +163,7 @@ impl SinkMonitor {
             batches_inserted: self.batches_inserted.load(Ordering::Relaxed),
             data_error_rows: self.data_error_rows.load(Ordering::Relaxed),
             duplicate_beacons: self.duplicate_beacons.load(Ordering::Relaxed),
+            rollup_repairs: self.rollup_repairs.load(Ordering::Relaxed),
             last_ok_ms: self.last_ok_ms.load(Ordering::Relaxed),
             last_error: self.last_error.lock().expect("monitor lock").clone(),
         }
@@ -236,11 +240,17 @@ enum Outcome {
 type Attempt = Pin<Box<dyn Future<Output = (Batch, Option<u64>, Outcome)> + Send>>;
 
 /// One insert attempt; when `verify`, first drops rows already stored (largest stored id of the source).
-fn attempt(client: Client, cfg: ClickHouseConfig, mut batch: Batch, verify: bool) -> Attempt {
+fn attempt(
+    client: Client,
+    cfg: ClickHouseConfig,
+    mut batch: Batch,
+    verify: bool,
+    m: Arc<SinkMonitor>,
+) -> Attempt {
     Box::pin(async move {
         let mut verified = None;
         if verify {
-            match tokio::time::timeout(cfg.query_timeout, reconcile(&client, &cfg)).await {
+            match tokio::time::timeout(cfg.query_timeout, reconcile(&client, &cfg, &m)).await {
                 Ok(Ok(m)) => {
                     verified = Some(m);
                     batch.rows.retain(|r| r.beacon_id > m);
@@ -277,7 +287,11 @@ fn attempt(client: Client, cfg: ClickHouseConfig, mut batch: Batch, verify: bool
 
 /// After an uncertain insert: the largest id stored for the source, with the rollup brought level with the raw
 /// table first (the view may have missed the last block if the server stopped between the two writes).
-async fn reconcile(client: &Client, cfg: &ClickHouseConfig) -> clickhouse::error::Result<u64> {
+async fn reconcile(
+    client: &Client,
+    cfg: &ClickHouseConfig,
+    m: &SinkMonitor,
+) -> clickhouse::error::Result<u64> {
     let raw_max = client
         .query(&format!(
             "SELECT toUInt64(max(beacon_id)) FROM {}.{RAW} WHERE source = ?",
@@ -300,6 +314,7 @@ async fn reconcile(client: &Client, cfg: &ClickHouseConfig) -> clickhouse::error
             .bind(raw_max)
             .execute()
             .await?;
+        m.rollup_repairs.fetch_add(1, Ordering::Relaxed);
     } else if rolled > raw_max {
         tracing::error!(source = %cfg.source, rolled, raw_max, "the rollup holds ids the raw table lacks; resent rows will be counted twice in hourly rollups");
     }
@@ -410,7 +425,7 @@ async fn run(
             if let Some(b) = sealed.pop_front() {
                 retry_at = None;
                 inflight_rows = b.rows.len();
-                inflight = Some(attempt(client.clone(), cfg.clone(), b, verify));
+                inflight = Some(attempt(client.clone(), cfg.clone(), b, verify, m.clone()));
             }
         }
         let held = backlog(&current, &sealed, inflight_rows);
