@@ -20,6 +20,6 @@ echo "clickhouse at $FV_CLICKHOUSE_URL ($(curl -fsS "$FV_CLICKHOUSE_URL/?query=S
 export CI="${CI:-true}"
 cargo test -p storage-clickhouse
 if [ -f tests/tests/clickhouse_mode.rs ]; then
-  cargo test -p tests --test clickhouse_mode
+  cargo test -p blackbox-tests --test clickhouse_mode
 fi
 bash .ci/chdb.sh
