@@ -97,7 +97,7 @@
       for (const e of entries) if (e.name == "first-contentful-paint") timing(3, e.startTime, activation(), firstHidden);
     });
     const eventObserver = observe("event", events, { durationThreshold: 40 });
-    observe("first-input", events);
+    const firstInputObserver = observe("first-input", events);
     const shiftObserver = observe("layout-shift", layoutShifts);
 
     // LCP stops at the first trusted keydown or click (not scroll).
@@ -110,7 +110,7 @@
     const send = () => {
       if (lcpObserver) lcpEntries(lcpObserver.takeRecords());
       core.f();
-      if (eventObserver) events(eventObserver.takeRecords());
+      for (const o of [eventObserver, firstInputObserver]) if (o) events(o.takeRecords());
       const interaction = inp.get(core.n(count()));
       if (shiftObserver) layoutShifts(shiftObserver.takeRecords());
       ttfb();

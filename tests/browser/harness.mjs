@@ -56,6 +56,13 @@ export async function startCollector() {
   return {
     origin,
     log: () => log,
+    /** Beacons that reached the ingest handler (accepted, rejected or shed), from the admin `/metrics`. */
+    async beaconCount() {
+      const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      let n = 0;
+      for (const line of text.split("\n")) if (/^fieldvitals_beacons_(accepted|rejected|shed)_total/.test(line)) n += +line.split(" ").pop();
+      return n;
+    },
     async recent(site) {
       const r = await fetch(`${origin}/v1/recent?site=${site}&limit=1000`);
       if (!r.ok) throw new Error(`/v1/recent: ${r.status} ${await r.text()}`);
@@ -161,7 +168,7 @@ export async function startPages(collectorOrigin) {
 </script>
 <script src="/web-vitals.js"></script>
 <script>
-  const send = (m) => navigator.sendBeacon("/wv?site=${site}", JSON.stringify({ name: m.name, value: m.value, nav: m.navigationType }));
+  const send = (m) => { const a = m.attribution || {}; navigator.sendBeacon("/wv?site=${site}", JSON.stringify({ name: m.name, value: m.value, nav: m.navigationType, target: a.target || a.interactionTarget || a.largestShiftTarget })); };
   for (const f of ["onLCP", "onINP", "onCLS", "onFCP", "onTTFB"]) webVitals[f](send, { reportAllChanges: true });
 </script>
 ${beacon}`;
@@ -181,6 +188,10 @@ ${beacon}`;
       for (const r of reports.get(site) || []) out[`${r.name}/${r.nav}`] = r.value;
       return out;
     },
+    /** The attribution target (selector) of web-vitals' last report of a metric. */
+    referenceTarget(site, metric) {
+      return (reports.get(site) || []).filter((r) => r.name == metric).pop()?.target;
+    },
     close: () => new Promise((r) => server.close(r)),
   };
 }
@@ -190,7 +201,8 @@ export async function launch({ bfcache = false } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
-    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+    // The UA flag as well as the context's: beacons sent while a page unloads go out with the browser's own UA.
+    args: ["--no-sandbox", "--disable-dev-shm-usage", `--user-agent=${USER_AGENT}`],
     ignoreDefaultArgs: bfcache ? ["--disable-back-forward-cache"] : [],
   });
 }
