@@ -150,6 +150,7 @@
       true,
     );
     on("pagehide", send, true);
+    if (doc.visibilityState == "hidden") send();
 
     on(
       "pageshow",
@@ -173,8 +174,13 @@
   // The wasm core, or its JS build where WebAssembly is missing or forbidden (CSP without 'wasm-unsafe-eval').
   // (async: a missing WebAssembly global rejects instead of throwing.)
   const load = async () => (await WebAssembly.instantiateStreaming(fetch(new URL("__FV_WASM__", src)))).instance.exports;
-  const go = () => load().catch(() => import(new URL("__FV_JS__", src))).then(start);
-  // Prerendered pages are measured from activation.
-  if (doc.prerendering) on("prerenderingchange", go, { once: true });
-  else go();
+  let started;
+  const go = () => started || (started = load().catch(() => import(new URL("__FV_JS__", src))).then(start));
+  // Nothing competes with the host page's loading: the core is fetched after the load event (the observers are
+  // buffered, so no entry is missed), or at once if the page is hidden first. Prerendered pages are measured from
+  // activation.
+  const afterLoad = () => (doc.readyState == "complete" ? setTimeout(go) : on("load", () => setTimeout(go), true));
+  on("visibilitychange", () => doc.visibilityState == "hidden" && !doc.prerendering && go(), true);
+  if (doc.prerendering) on("prerenderingchange", afterLoad, true);
+  else afterLoad();
 })();

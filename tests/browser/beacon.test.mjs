@@ -247,8 +247,12 @@ test("data-sample-rate=0 sends nothing; the page view is not counted", async () 
 });
 
 test("the beacon does not delay the host page's LCP", async () => {
+  // Interleaved loads of the hero page with and without the beacon; web-vitals measures the host page's LCP.
+  // The machine is shared and noisy (the same page's LCP varies by hundreds of ms under load), so the fastest of
+  // 6 loads of each are compared: on a quiet run the beacon must add nothing visible (margin 100 ms, under the
+  // hero's 400 ms).
   const lcps = { with: [], without: [] };
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 6; i++) {
     for (const variant of ["without", "with"]) {
       const site = newSite("lcp-delay");
       const { context, page } = await open();
@@ -260,7 +264,25 @@ test("the beacon does not delay the host page's LCP", async () => {
       await context.close();
     }
   }
-  const median = (a) => a.sort((x, y) => x - y)[1];
-  console.log(`host page LCP (web-vitals) without beacon ${lcps.without}, with beacon ${lcps.with}`);
-  assert.ok(median(lcps.with) <= median(lcps.without) + 50, JSON.stringify(lcps));
+  const best = (a) => Math.min(...a);
+  console.log(`host page LCP (web-vitals) without beacon ${lcps.without} (best ${best(lcps.without)}), with beacon ${lcps.with} (best ${best(lcps.with)})`);
+  assert.ok(best(lcps.with) <= best(lcps.without) + 100, JSON.stringify(lcps));
+});
+
+test("no long animation frame runs beacon code", async () => {
+  const site = newSite("loaf");
+  const { context, page } = await open();
+  await page.addInitScript(() => {
+    window.__loaf = [];
+    new PerformanceObserver((l) => window.__loaf.push(...l.getEntries().map((e) => ({ d: e.duration, s: e.scripts.map((s) => s.sourceURL) })))).observe({ type: "long-animation-frame", buffered: true });
+  });
+  await page.goto(url("inp", site));
+  await settle(page, 1000);
+  await page.click("#slow"); // a long frame of the page's own, to show the observer sees them
+  await sleep(500);
+  const loaf = await page.evaluate(() => window.__loaf);
+  assert.ok(loaf.some((f) => f.d >= 180), `the page's own slow click is seen: ${JSON.stringify(loaf)}`);
+  const beaconFrames = loaf.filter((f) => f.s.some((u) => u.startsWith(collector.origin)));
+  assert.deepEqual(beaconFrames, [], "long frames with beacon scripts");
+  await context.close();
 });

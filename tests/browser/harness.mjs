@@ -172,7 +172,7 @@ export async function startPages(collectorOrigin) {
   for (const f of ["onLCP", "onINP", "onCLS", "onFCP", "onTTFB"]) webVitals[f](send, { reportAllChanges: true });
 </script>
 ${beacon}`;
-    const html = readFileSync(join(here, "pages", m[1] + ".html"), "utf8").replace("<!--head-->", head);
+    const html = readFileSync(join(here, "pages", m[1] + ".html"), "utf8").replace("<!--head-->", head).replaceAll("__SITE__", site);
     const headers = { "content-type": "text/html; charset=utf-8" };
     if (q.get("csp") == "1")
       headers["content-security-policy"] = `script-src 'self' 'unsafe-inline' ${collectorOrigin}`;
