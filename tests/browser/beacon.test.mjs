@@ -286,3 +286,35 @@ test("no long animation frame runs beacon code", async () => {
   assert.deepEqual(beaconFrames, [], "long frames with beacon scripts");
   await context.close();
 });
+
+test("hidden, shown, hidden again: each metric is sent once per page view, never twice", async () => {
+  const site = newSite("twice");
+  const { context, page } = await open();
+  await page.goto(url("inp", site));
+  await settle(page, 1500);
+  // Headless Chromium keeps pages visible: flip document.visibilityState and fire the event the browser would.
+  const setVisibility = (state) =>
+    page.evaluate((state) => {
+      Object.defineProperty(document, "visibilityState", { configurable: true, get: () => state });
+      document.dispatchEvent(new Event("visibilitychange"));
+    }, state);
+  const [first] = await beaconsDuring(async () => {
+    await setVisibility("hidden");
+    await samples(collector, site, 4);
+  });
+  assert.equal(first, 1);
+  assert.deepEqual((await collector.recent(site)).map((s) => s.metric).sort(), ["CLS", "FCP", "LCP", "TTFB"]);
+  await setVisibility("visible");
+  await page.click("#slow");
+  await sleep(500);
+  const [second, all] = await beaconsDuring(async () => {
+    await setVisibility("hidden");
+    await samples(collector, site, 5);
+    await setVisibility("visible");
+    await setVisibility("hidden"); // nothing new: nothing sent
+    return leaveAndCompare(page, site, 5);
+  });
+  assert.equal(second, 1, "only the second hide had something new (INP)");
+  assert.deepEqual(all.map((s) => s.metric).sort(), ["CLS", "FCP", "INP", "LCP", "TTFB"]);
+  await context.close();
+});
