@@ -48,6 +48,7 @@
   const start = (core) => {
     const count = () => perf.interactionCount || 0;
     let nav;
+    let id; // random per page view (not per visitor): joins the beacons of one view
     let firstHidden;
     let restored;
     let lcp; // [entry, selector] of the current LCP
@@ -82,6 +83,7 @@
       const n = navEntry();
       const hiddenEntry = !doc.prerendering && perf.getEntriesByType("visibility-state").find((e) => e.name == "hidden" && e.startTime >= activation());
       restored = restore;
+      id = "v1-" + Date.now() + "-" + Math.random().toString(36).slice(2);
       firstHidden = !restore && hiddenEntry ? hiddenEntry.startTime : doc.visibilityState == "hidden" && !doc.prerendering ? 0 : 1 / 0;
       nav = restore ? "back-forward-cache" : !n ? "navigate" : doc.prerendering || activation() > 0 ? "prerender" : doc.wasDiscarded ? "restore" : n.type.replace(/_/g, "-");
       lcp = cls = 0;
@@ -134,10 +136,10 @@
           attribution = { target: selector(e.target), type: e.name, inputDelay: e.processingStart - e.startTime, processing: e.processingEnd - e.processingStart, presentation: Math.max(0, e.startTime + e.duration - e.processingEnd) };
         }
         if (m == 2 && cls) attribution = cls[1];
-        metrics.push({ name, value, attribution });
+        metrics.push({ name, value, id, attribution });
       });
       if (metrics.length)
-        navigator.sendBeacon(endpoint, JSON.stringify({ v: 1, site: data("site"), url: location.href, release: data("release") || undefined, nav, metrics }));
+        navigator.sendBeacon(endpoint, JSON.stringify({ v: 1, site: data("site"), url: location.origin + location.pathname, release: data("release") || undefined, nav, metrics }));
     };
     on(
       "visibilitychange",

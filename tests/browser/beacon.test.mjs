@@ -108,6 +108,8 @@ test("LCP image, FCP, TTFB: equal to web-vitals, with attribution, device class,
   const lcp = sample(all, "LCP");
   assert.ok(lcp.value > 400, `LCP waits for the delayed hero: ${lcp.value}`);
   assert.ok(sample(all, "TTFB").value >= 150, "TTFB includes the server delay");
+  assert.equal(new Set(all.map((s) => s.id)).size, 1, "one id for the page view");
+  assert.match(all[0].id, /^v1-\d{13}-[0-9a-z]+$/);
   for (const s of all) {
     assert.equal(s.device, "desktop");
     assert.equal(s.nav, "navigate");
