@@ -248,6 +248,24 @@ test("data-sample-rate=0 sends nothing; the page view is not counted", async () 
   await context.close();
 });
 
+test("data-endpoint: beacons go there (text/plain, wire v1) instead of the script's origin", async () => {
+  const site = newSite("endpoint");
+  const { context, page } = await open();
+  await page.goto(url("plain", site, "&endpoint=1"));
+  await settle(page, 800);
+  await page.goto("about:blank");
+  for (let i = 0; i < 50 && !pages.endpointBodies.some((b) => b.body.site == site); i++) await sleep(100);
+  const got = pages.endpointBodies.filter((b) => b.body.site == site);
+  assert.equal(got.length, 1);
+  assert.match(got[0].type, /^text\/plain/);
+  assert.equal(got[0].body.v, 1);
+  assert.equal(got[0].body.release, "test.1");
+  assert.equal(got[0].body.url, `${pages.origin}/page/plain`, "no query string on the wire");
+  assert.deepEqual(got[0].body.metrics.map((m) => m.name).sort(), ["CLS", "FCP", "LCP", "TTFB"]);
+  assert.deepEqual(await collector.recent(site), []);
+  await context.close();
+});
+
 test("the beacon does not delay the host page's LCP", async () => {
   // Interleaved loads of the hero page with and without the beacon; web-vitals measures the host page's LCP.
   // The machine is shared and noisy (the same page's LCP varies by hundreds of ms under load), so the fastest of

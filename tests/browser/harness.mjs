@@ -121,11 +121,14 @@ const webVitals = readFileSync(join(here, "node_modules", "web-vitals", "dist", 
  * The page server. `GET /page/<name>?site=..&...` renders pages/<name>.html with the reference (web-vitals 6.2.3,
  * reporting every change to `POST /wv?site=`) and the beacon tag; query parameters tune it:
  * `beacon=0` leaves the beacon out, `rate=` sets data-sample-rate, `csp=1` sends a CSP without 'wasm-unsafe-eval',
- * `nowasm=1` deletes WebAssembly before the beacon runs, `delay=` delays the HTML (TTFB).
+ * `nowasm=1` deletes WebAssembly before the beacon runs, `delay=` delays the HTML (TTFB), `endpoint=1` sets
+ * data-endpoint to this server's `POST /endpoint` (recorded in `endpointBodies`).
  */
 export async function startPages(collectorOrigin) {
   const png = noisyPng(600, 400);
   const reports = new Map(); // site -> [web-vitals reports]
+  const endpointBodies = []; // beacons sent to this server's /endpoint (data-endpoint)
+  let origin;
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, "http://x");
     const q = url.searchParams;
@@ -136,6 +139,13 @@ export async function startPages(collectorOrigin) {
       if (!reports.has(site)) reports.set(site, []);
       reports.get(site).push(JSON.parse(body));
       res.writeHead(204).end();
+      return;
+    }
+    if (req.method == "POST" && url.pathname == "/endpoint") {
+      let body = "";
+      for await (const c of req) body += c;
+      endpointBodies.push({ type: req.headers["content-type"], body: JSON.parse(body) });
+      res.writeHead(204, { "access-control-allow-origin": "*" }).end();
       return;
     }
     if (url.pathname == "/web-vitals.js") {
@@ -159,6 +169,7 @@ export async function startPages(collectorOrigin) {
         ? ""
         : `<script async src="${collectorOrigin}/beacon.js" data-site="${site}" data-release="test.1"` +
           (q.has("rate") ? ` data-sample-rate="${q.get("rate")}"` : "") +
+          (q.has("endpoint") ? ` data-endpoint="${origin}/endpoint"` : "") +
           "></script>";
     const head = `<meta charset="utf-8"><title>${m[1]}</title>
 <script>
@@ -179,9 +190,10 @@ ${beacon}`;
     res.writeHead(200, headers).end(html);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  const origin = `http://127.0.0.1:${server.address().port}`;
+  origin = `http://127.0.0.1:${server.address().port}`;
   return {
     origin,
+    endpointBodies,
     /** web-vitals' last report of each metric and navigation type: { "LCP/navigate": value, ... } */
     reference(site) {
       const out = {};
