@@ -248,6 +248,22 @@ test("data-sample-rate=0 sends nothing; the page view is not counted", async () 
   await context.close();
 });
 
+test("a page loaded hidden (background tab, simulated): no LCP, FCP or CLS; TTFB is sent at once", async () => {
+  // Headless Chromium under Playwright keeps every page visible (no background tabs), so the page reports
+  // `hidden` from its first script on, as a background tab does; both web-vitals and the beacon read it.
+  const site = newSite("background");
+  const { context, page } = await open();
+  await page.addInitScript(() => Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" }));
+  const [beacons, all] = await beaconsDuring(async () => {
+    await page.goto(url("lcp", site));
+    await samples(collector, site, 1); // sent when the core arrives: the page is already hidden
+    return leaveAndCompare(page, site, 1);
+  });
+  assert.deepEqual(all.map((s) => s.metric), ["TTFB"]);
+  assert.equal(beacons, 1);
+  await context.close();
+});
+
 test("data-endpoint: beacons go there (text/plain, wire v1) instead of the script's origin", async () => {
   const site = newSite("endpoint");
   const { context, page } = await open();
