@@ -26,7 +26,9 @@ inputs_hash() {
 }
 
 target_dir="${CARGO_TARGET_DIR:-$here/target}"
-flags="-C target-cpu=mvp -Zunstable-options -Cpanic=immediate-abort"
+# A small stack (the core has no recursion or buffers): one 64 KiB memory page instead of 17, which the wasm2js
+# fallback would otherwise allocate as a 1.1 MB ArrayBuffer.
+flags="-C target-cpu=mvp -Zunstable-options -Cpanic=immediate-abort -C link-arg=-zstack-size=16384"
 if [[ -x /usr/bin/rustc && -d /usr/lib/rustlib/src/rust/library ]] && /usr/bin/rustc --version | grep -q .; then
   # Debian rustc-web; its rust-lld is the linker (lld-22).
   cargo_bin=/usr/bin/cargo
