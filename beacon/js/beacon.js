@@ -53,8 +53,9 @@
     let restored;
     let lcp; // [entry, selector] of the current LCP
     let inp = new Map(); // interaction id -> its longest entry
-    let shifts = []; // sequence number -> layout-shift entry
-    let cls; // attribution of the CLS window's largest shift
+    let seq = 0; // layout-shift sequence number
+    let big; // [seq, entry]: the open session window's largest shift
+    let cls; // [entry, attribution] of the CLS window's largest shift
 
     const timing = (metric, time, from, hidden) => core.t(metric, time, from, hidden);
     const lcpEntries = (entries) => {
@@ -65,9 +66,10 @@
       for (const e of entries) if (core.e(e.interactionId || 0, e.duration)) inp.set(e.interactionId, e);
     };
     const layoutShifts = (entries) => {
-      for (const e of entries) core.l(e.value, e.startTime, e.hadRecentInput, shifts.push(e) - 1);
-      const e = shifts[core.c()];
-      if (e && (!cls || cls[0] != e)) {
+      for (const e of entries) if (core.l(e.value, e.startTime, e.hadRecentInput, ++seq) == seq) big = [seq, e];
+      // The open window just became (or still is) CLS: take its largest shift's source now, while it is in the DOM.
+      if (big && core.c() == big[0] && (!cls || cls[0] != big[1])) {
+        const e = big[1];
         const s = e.sources.find((s) => s.node && s.node.nodeType == 1) || e.sources[0];
         cls = [e, { target: s && selector(s.node), time: e.startTime, value: e.value }];
       }
@@ -86,9 +88,8 @@
       id = "v1-" + Date.now() + "-" + Math.random().toString(36).slice(2);
       firstHidden = !restore && hiddenEntry ? hiddenEntry.startTime : doc.visibilityState == "hidden" && !doc.prerendering ? 0 : 1 / 0;
       nav = restore ? "back-forward-cache" : !n ? "navigate" : doc.prerendering || activation() > 0 ? "prerender" : doc.wasDiscarded ? "restore" : n.type.replace(/_/g, "-");
-      lcp = cls = 0;
+      lcp = cls = big = 0;
       inp.clear();
-      shifts = [];
       core.r(count(), restore);
       ttfb();
     };
@@ -125,7 +126,7 @@
           const [e, target] = lcp;
           const n = navEntry();
           const from = activation();
-          const first = Math.max(0, n.responseStart - from);
+          const first = Math.max(0, (n.responseStart || 0) - from);
           const r = e.url && perf.getEntriesByType("resource").findLast((r) => r.name == e.url && (r.requestStart || r.startTime) <= e.startTime);
           const request = Math.max(first, r ? (r.requestStart || r.startTime) - from : 0);
           const response = Math.min(value, Math.max(request, r ? r.responseEnd - from : 0));

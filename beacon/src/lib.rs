@@ -224,11 +224,16 @@ impl State {
     }
 
     /// One `layout-shift` entry; `seq` is the JS's sequence number for it (for attribution). Shifts after recent
-    /// input do not count.
-    pub fn shift(&self, value: f64, start: f64, had_recent_input: bool, seq: f64) {
-        if had_recent_input {
-            return;
+    /// input do not count. Returns the sequence number of the open window's largest shift, so the JS needs to
+    /// keep only that entry (and the CLS window's) rather than every shift of a long-lived page.
+    pub fn shift(&self, value: f64, start: f64, had_recent_input: bool, seq: f64) -> f64 {
+        if !had_recent_input {
+            self.add_shift(value, start, seq);
         }
+        self.win_big_seq.get()
+    }
+
+    fn add_shift(&self, value: f64, start: f64, seq: f64) {
         let sum = self.win_sum.get();
         if sum != 0.0
             && start - self.win_last.get() < SESSION_GAP_MS
@@ -318,7 +323,7 @@ pub mod exports {
     }
     /// [`State::shift`].
     #[export_name = "l"]
-    pub extern "C" fn shift(value: f64, start: f64, had_recent_input: i32, seq: f64) {
+    pub extern "C" fn shift(value: f64, start: f64, had_recent_input: i32, seq: f64) -> f64 {
         S.shift(value, start, had_recent_input != 0, seq)
     }
     /// [`State::flush_shifts`].

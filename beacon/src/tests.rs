@@ -72,11 +72,15 @@ fn inp_counts_interactions_of_this_view_only_and_reports_8ms_after_a_restore() {
 fn cls_is_the_largest_session_window_after_fcp() {
     let s = State::new();
     // Window 1: 0.1 at 100 ms, 0.05 at 900 ms. Gap of 1 s opens window 2: 0.12 at 1900, 0.02 at 2000.
-    s.shift(0.1, 100.0, false, 0.0);
-    s.shift(0.05, 900.0, false, 1.0);
+    assert_eq!(s.shift(0.1, 100.0, false, 0.0), 0.0);
+    assert_eq!(
+        s.shift(0.05, 900.0, false, 1.0),
+        0.0,
+        "the open window's largest stays"
+    );
     assert_eq!(s.flush_shifts(), 0.0);
-    s.shift(0.12, 1900.0, false, 2.0);
-    s.shift(0.5, 1950.0, true, 3.0); // after input: ignored
+    assert_eq!(s.shift(0.12, 1900.0, false, 2.0), 2.0, "a new window");
+    assert_eq!(s.shift(0.5, 1950.0, true, 3.0), 2.0, "after input: ignored");
     assert_eq!(s.flush_shifts(), 0.0, "0.12 < 0.15");
     s.shift(0.04, 2000.0, false, 4.0);
     assert_eq!(
