@@ -52,7 +52,7 @@
     let firstHidden;
     let restored;
     let lcp; // [entry, selector] of the current LCP
-    let inp = new Map(); // interaction id -> its longest entry
+    let inp = new Map(); // interaction id -> its longest entry, for the ten kept by the core
     let seq = 0; // layout-shift sequence number
     let big; // [seq, entry]: the open session window's largest shift
     let cls; // [entry, attribution] of the CLS window's largest shift
@@ -63,7 +63,10 @@
       if (e && timing(0, e.startTime, activation(), firstHidden)) lcp = [e, e.element ? selector(e.element) : e.id && "#" + e.id];
     };
     const events = (entries) => {
-      for (const e of entries) if (core.e(e.interactionId || 0, e.duration)) inp.set(e.interactionId, e);
+      for (const e of entries) {
+        const dropped = core.e(e.interactionId || 0, e.duration);
+        if (dropped >= 0) inp.set(e.interactionId, e).delete(dropped);
+      }
     };
     const layoutShifts = (entries) => {
       for (const e of entries) if (core.l(e.value, e.startTime, e.hadRecentInput, ++seq) == seq) big = [seq, e];

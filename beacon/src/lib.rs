@@ -149,11 +149,12 @@ impl State {
         self.flags.fetch_or(FINAL_LCP, Relaxed);
     }
 
-    /// One event-timing entry (`interaction_id` 0 = not an interaction). Returns whether this entry is now its
-    /// interaction's longest among the kept candidates (the JS then keeps it for attribution).
-    pub fn event(&self, interaction_id: f64, duration: f64) -> bool {
+    /// One event-timing entry (`interaction_id` 0 = not an interaction). Returns -1 if the entry changes nothing;
+    /// otherwise it is now its interaction's longest among the kept candidates (the JS keeps it for attribution)
+    /// and the return value is the id of the interaction that fell out of the ten (the JS forgets it), or 0.
+    pub fn event(&self, interaction_id: f64, duration: f64) -> f64 {
         if interaction_id == 0.0 {
-            return false;
+            return -1.0;
         }
         let len = (self.inp_len.load(Relaxed) as usize).min(MAX_INTERACTIONS);
         let mut at = len;
@@ -164,7 +165,7 @@ impl State {
         }
         if at < len {
             if duration <= self.inp_lat[at].get() {
-                return false;
+                return -1.0;
             }
             // Take it out; it is re-inserted below at its new rank.
             for i in at..len - 1 {
@@ -172,13 +173,19 @@ impl State {
                 self.inp_lat[i].set(self.inp_lat[i + 1].get());
             }
             self.insert(len - 1, interaction_id, duration);
-            return true;
+            return 0.0;
         }
-        if len < MAX_INTERACTIONS || duration > self.inp_lat[MAX_INTERACTIONS - 1].get() {
+        if len < MAX_INTERACTIONS {
             self.insert(len, interaction_id, duration);
-            return true;
+            return 0.0;
         }
-        false
+        let last = &self.inp_lat[MAX_INTERACTIONS - 1];
+        if duration > last.get() {
+            let dropped = self.inp_ids[MAX_INTERACTIONS - 1].get();
+            self.insert(len, interaction_id, duration);
+            return dropped;
+        }
+        -1.0
     }
 
     /// Inserts into the first `len` (sorted) candidates after every one at least as long, dropping the 11th.
@@ -313,8 +320,8 @@ pub mod exports {
     }
     /// [`State::event`].
     #[export_name = "e"]
-    pub extern "C" fn event(interaction_id: f64, duration: f64) -> i32 {
-        S.event(interaction_id, duration) as i32
+    pub extern "C" fn event(interaction_id: f64, duration: f64) -> f64 {
+        S.event(interaction_id, duration)
     }
     /// [`State::inp`].
     #[export_name = "n"]
