@@ -284,25 +284,30 @@ test("data-endpoint: beacons go there (text/plain, wire v1) instead of the scrip
 
 test("the beacon does not delay the host page's LCP", async () => {
   // Interleaved loads of the hero page with and without the beacon; web-vitals measures the host page's LCP.
-  // The machine is shared and noisy (the same page's LCP varies by hundreds of ms under load), so the fastest of
-  // 6 loads of each are compared: on a quiet run the beacon must add nothing visible (margin 100 ms, under the
-  // hero's 400 ms).
-  const lcps = { with: [], without: [] };
+  // The machine is shared (load average ~10 on 2 cores while others build), so the hero's arrival varies by
+  // hundreds of ms; what the beacon could delay is the render after it arrives: LCP - the hero's responseEnd.
+  // The best of 6 loads of each must agree within 50 ms.
+  const runs = { with: [], without: [] };
   for (let i = 0; i < 6; i++) {
     for (const variant of ["without", "with"]) {
       const site = newSite("lcp-delay");
       const { context, page } = await open();
       await page.goto(url("lcp", site, variant == "without" ? "&beacon=0" : ""));
       await settle(page, 1000);
+      const heroEnd = await page.evaluate(() => performance.getEntriesByType("resource").find((e) => e.name.includes("/hero.png")).responseEnd);
       await page.goto("about:blank");
       await sleep(200);
-      lcps[variant].push(pages.reference(site)["LCP/navigate"]);
+      const lcp = pages.reference(site)["LCP/navigate"];
+      runs[variant].push({ lcp, render: Math.round(lcp - heroEnd) });
       await context.close();
     }
   }
-  const best = (a) => Math.min(...a);
-  console.log(`host page LCP (web-vitals) without beacon ${lcps.without} (best ${best(lcps.without)}), with beacon ${lcps.with} (best ${best(lcps.with)})`);
-  assert.ok(best(lcps.with) <= best(lcps.without) + 100, JSON.stringify(lcps));
+  const best = (v, k) => Math.min(...runs[v].map((r) => r[k]));
+  console.log(
+    `host page (web-vitals) LCP / render delay after the hero arrived: without beacon ${runs.without.map((r) => `${r.lcp}/${r.render}`)}, ` +
+      `with beacon ${runs.with.map((r) => `${r.lcp}/${r.render}`)}`,
+  );
+  assert.ok(best("with", "render") <= best("without", "render") + 50, JSON.stringify(runs));
 });
 
 test("no long animation frame runs beacon code", async () => {
