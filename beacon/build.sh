@@ -26,13 +26,16 @@ inputs_hash() {
 }
 
 target_dir="${CARGO_TARGET_DIR:-$here/target}"
-flags="-C target-cpu=mvp -Zunstable-options -Cpanic=immediate-abort"
+# A small stack (the core has no recursion or buffers): one 64 KiB memory page instead of 17, which the wasm2js
+# fallback would otherwise allocate as a 1.1 MB ArrayBuffer.
+flags="-C target-cpu=mvp -Zunstable-options -Cpanic=immediate-abort -C link-arg=-zstack-size=16384"
 if [[ -x /usr/bin/rustc && -d /usr/lib/rustlib/src/rust/library ]] && /usr/bin/rustc --version | grep -q .; then
   # Debian rustc-web; its rust-lld is the linker (lld-22).
   cargo_bin=/usr/bin/cargo
   export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
   export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=/usr/bin/rust-lld
-elif command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown; then
+elif command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown \
+    && rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
   cargo_bin=cargo
 else
   echo "build.sh: no wasm toolchain: install Debian's rustc-web rust-web-src lld, or 'rustup target add wasm32-unknown-unknown' and 'rustup component add rust-src'" >&2
@@ -43,6 +46,7 @@ for tool in wasm-opt wasm2js node npm; do
 done
 [[ -d "$here/node_modules/terser" ]] || (cd "$here" && npm ci --no-audit --no-fund >/dev/null)
 
+echo "build.sh: $("${RUSTC:-rustc}" --version) for wasm32-unknown-unknown, $(wasm-opt --version)" >&2
 hash="$(inputs_hash)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

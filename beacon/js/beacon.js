@@ -48,12 +48,14 @@
   const start = (core) => {
     const count = () => perf.interactionCount || 0;
     let nav;
+    let id; // random per page view (not per visitor): joins the beacons of one view
     let firstHidden;
     let restored;
     let lcp; // [entry, selector] of the current LCP
-    let inp = new Map(); // interaction id -> its longest entry
-    let shifts = []; // sequence number -> layout-shift entry
-    let cls; // attribution of the CLS window's largest shift
+    let inp = new Map(); // interaction id -> its longest entry, for the ten kept by the core
+    let seq = 0; // layout-shift sequence number
+    let big; // [seq, entry]: the open session window's largest shift
+    let cls; // [entry, attribution] of the CLS window's largest shift
 
     const timing = (metric, time, from, hidden) => core.t(metric, time, from, hidden);
     const lcpEntries = (entries) => {
@@ -61,12 +63,16 @@
       if (e && timing(0, e.startTime, activation(), firstHidden)) lcp = [e, e.element ? selector(e.element) : e.id && "#" + e.id];
     };
     const events = (entries) => {
-      for (const e of entries) if (core.e(e.interactionId || 0, e.duration)) inp.set(e.interactionId, e);
+      for (const e of entries) {
+        const dropped = core.e(e.interactionId || 0, e.duration);
+        if (dropped >= 0) inp.set(e.interactionId, e).delete(dropped);
+      }
     };
     const layoutShifts = (entries) => {
-      for (const e of entries) core.l(e.value, e.startTime, e.hadRecentInput, shifts.push(e) - 1);
-      const e = shifts[core.c()];
-      if (e && (!cls || cls[0] != e)) {
+      for (const e of entries) if (core.l(e.value, e.startTime, e.hadRecentInput, ++seq) == seq) big = [seq, e];
+      // The open window just became (or still is) CLS: take its largest shift's source now, while it is in the DOM.
+      if (big && core.c() == big[0] && (!cls || cls[0] != big[1])) {
+        const e = big[1];
         const s = e.sources.find((s) => s.node && s.node.nodeType == 1) || e.sources[0];
         cls = [e, { target: s && selector(s.node), time: e.startTime, value: e.value }];
       }
@@ -82,11 +88,11 @@
       const n = navEntry();
       const hiddenEntry = !doc.prerendering && perf.getEntriesByType("visibility-state").find((e) => e.name == "hidden" && e.startTime >= activation());
       restored = restore;
+      id = "v1-" + Date.now() + "-" + Math.random().toString(36).slice(2);
       firstHidden = !restore && hiddenEntry ? hiddenEntry.startTime : doc.visibilityState == "hidden" && !doc.prerendering ? 0 : 1 / 0;
       nav = restore ? "back-forward-cache" : !n ? "navigate" : doc.prerendering || activation() > 0 ? "prerender" : doc.wasDiscarded ? "restore" : n.type.replace(/_/g, "-");
-      lcp = cls = 0;
+      lcp = cls = big = 0;
       inp.clear();
-      shifts = [];
       core.r(count(), restore);
       ttfb();
     };
@@ -97,7 +103,7 @@
       for (const e of entries) if (e.name == "first-contentful-paint") timing(3, e.startTime, activation(), firstHidden);
     });
     const eventObserver = observe("event", events, { durationThreshold: 40 });
-    observe("first-input", events);
+    const firstInputObserver = observe("first-input", events);
     const shiftObserver = observe("layout-shift", layoutShifts);
 
     // LCP stops at the first trusted keydown or click (not scroll).
@@ -110,7 +116,7 @@
     const send = () => {
       if (lcpObserver) lcpEntries(lcpObserver.takeRecords());
       core.f();
-      if (eventObserver) events(eventObserver.takeRecords());
+      for (const o of [eventObserver, firstInputObserver]) if (o) events(o.takeRecords());
       const interaction = inp.get(core.n(count()));
       if (shiftObserver) layoutShifts(shiftObserver.takeRecords());
       ttfb();
@@ -123,7 +129,7 @@
           const [e, target] = lcp;
           const n = navEntry();
           const from = activation();
-          const first = Math.max(0, n.responseStart - from);
+          const first = Math.max(0, (n.responseStart || 0) - from);
           const r = e.url && perf.getEntriesByType("resource").findLast((r) => r.name == e.url && (r.requestStart || r.startTime) <= e.startTime);
           const request = Math.max(first, r ? (r.requestStart || r.startTime) - from : 0);
           const response = Math.min(value, Math.max(request, r ? r.responseEnd - from : 0));
@@ -134,10 +140,10 @@
           attribution = { target: selector(e.target), type: e.name, inputDelay: e.processingStart - e.startTime, processing: e.processingEnd - e.processingStart, presentation: Math.max(0, e.startTime + e.duration - e.processingEnd) };
         }
         if (m == 2 && cls) attribution = cls[1];
-        metrics.push({ name, value, attribution });
+        metrics.push({ name, value, id, attribution });
       });
       if (metrics.length)
-        navigator.sendBeacon(endpoint, JSON.stringify({ v: 1, site: data("site"), url: location.href, release: data("release") || undefined, nav, metrics }));
+        navigator.sendBeacon(endpoint, JSON.stringify({ v: 1, site: data("site"), url: location.origin + location.pathname, release: data("release") || undefined, nav, metrics }));
     };
     on(
       "visibilitychange",
@@ -150,6 +156,7 @@
       true,
     );
     on("pagehide", send, true);
+    if (doc.visibilityState == "hidden") send();
 
     on(
       "pageshow",
@@ -173,8 +180,13 @@
   // The wasm core, or its JS build where WebAssembly is missing or forbidden (CSP without 'wasm-unsafe-eval').
   // (async: a missing WebAssembly global rejects instead of throwing.)
   const load = async () => (await WebAssembly.instantiateStreaming(fetch(new URL("__FV_WASM__", src)))).instance.exports;
-  const go = () => load().catch(() => import(new URL("__FV_JS__", src))).then(start);
-  // Prerendered pages are measured from activation.
-  if (doc.prerendering) on("prerenderingchange", go, { once: true });
-  else go();
+  let started;
+  const go = () => started || (started = load().catch(() => import(new URL("__FV_JS__", src))).then(start));
+  // Nothing competes with the host page's loading: the core is fetched after the load event (the observers are
+  // buffered, so no entry is missed), or at once if the page is hidden first. Prerendered pages are measured from
+  // activation.
+  const afterLoad = () => (doc.readyState == "complete" ? setTimeout(go) : on("load", () => setTimeout(go), true));
+  on("visibilitychange", () => doc.visibilityState == "hidden" && !doc.prerendering && go(), true);
+  if (doc.prerendering) on("prerenderingchange", afterLoad, true);
+  else afterLoad();
 })();

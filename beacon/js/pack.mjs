@@ -30,8 +30,8 @@ const wasm2js = readFileSync(fallbackPath, "utf8").replace(/^export var (memory|
 const fallback = (await minify(wasm2js, { ...terse, module: true })).code;
 const fallbackName = `fv-${hash(fallback)}.js`;
 const source = readFileSync(join(here, "beacon.js"), "utf8")
-  .replace("__FV_WASM__", wasmName)
-  .replace("__FV_JS__", fallbackName);
+  .replaceAll("__FV_WASM__", wasmName)
+  .replaceAll("__FV_JS__", fallbackName);
 const beacon = (await minify(source, terse)).code;
 
 mkdirSync(outDir, { recursive: true });

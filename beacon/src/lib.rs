@@ -149,11 +149,12 @@ impl State {
         self.flags.fetch_or(FINAL_LCP, Relaxed);
     }
 
-    /// One event-timing entry (`interaction_id` 0 = not an interaction). Returns whether this entry is now its
-    /// interaction's longest among the kept candidates (the JS then keeps it for attribution).
-    pub fn event(&self, interaction_id: f64, duration: f64) -> bool {
+    /// One event-timing entry (`interaction_id` 0 = not an interaction). Returns -1 if the entry changes nothing;
+    /// otherwise it is now its interaction's longest among the kept candidates (the JS keeps it for attribution)
+    /// and the return value is the id of the interaction that fell out of the ten (the JS forgets it), or 0.
+    pub fn event(&self, interaction_id: f64, duration: f64) -> f64 {
         if interaction_id == 0.0 {
-            return false;
+            return -1.0;
         }
         let len = (self.inp_len.load(Relaxed) as usize).min(MAX_INTERACTIONS);
         let mut at = len;
@@ -164,7 +165,7 @@ impl State {
         }
         if at < len {
             if duration <= self.inp_lat[at].get() {
-                return false;
+                return -1.0;
             }
             // Take it out; it is re-inserted below at its new rank.
             for i in at..len - 1 {
@@ -172,13 +173,19 @@ impl State {
                 self.inp_lat[i].set(self.inp_lat[i + 1].get());
             }
             self.insert(len - 1, interaction_id, duration);
-            return true;
+            return 0.0;
         }
-        if len < MAX_INTERACTIONS || duration > self.inp_lat[MAX_INTERACTIONS - 1].get() {
+        if len < MAX_INTERACTIONS {
             self.insert(len, interaction_id, duration);
-            return true;
+            return 0.0;
         }
-        false
+        let last = &self.inp_lat[MAX_INTERACTIONS - 1];
+        if duration > last.get() {
+            let dropped = self.inp_ids[MAX_INTERACTIONS - 1].get();
+            self.insert(len, interaction_id, duration);
+            return dropped;
+        }
+        -1.0
     }
 
     /// Inserts into the first `len` (sorted) candidates after every one at least as long, dropping the 11th.
@@ -224,11 +231,16 @@ impl State {
     }
 
     /// One `layout-shift` entry; `seq` is the JS's sequence number for it (for attribution). Shifts after recent
-    /// input do not count.
-    pub fn shift(&self, value: f64, start: f64, had_recent_input: bool, seq: f64) {
-        if had_recent_input {
-            return;
+    /// input do not count. Returns the sequence number of the open window's largest shift, so the JS needs to
+    /// keep only that entry (and the CLS window's) rather than every shift of a long-lived page.
+    pub fn shift(&self, value: f64, start: f64, had_recent_input: bool, seq: f64) -> f64 {
+        if !had_recent_input {
+            self.add_shift(value, start, seq);
         }
+        self.win_big_seq.get()
+    }
+
+    fn add_shift(&self, value: f64, start: f64, seq: f64) {
         let sum = self.win_sum.get();
         if sum != 0.0
             && start - self.win_last.get() < SESSION_GAP_MS
@@ -308,8 +320,8 @@ pub mod exports {
     }
     /// [`State::event`].
     #[export_name = "e"]
-    pub extern "C" fn event(interaction_id: f64, duration: f64) -> i32 {
-        S.event(interaction_id, duration) as i32
+    pub extern "C" fn event(interaction_id: f64, duration: f64) -> f64 {
+        S.event(interaction_id, duration)
     }
     /// [`State::inp`].
     #[export_name = "n"]
@@ -318,7 +330,7 @@ pub mod exports {
     }
     /// [`State::shift`].
     #[export_name = "l"]
-    pub extern "C" fn shift(value: f64, start: f64, had_recent_input: i32, seq: f64) {
+    pub extern "C" fn shift(value: f64, start: f64, had_recent_input: i32, seq: f64) -> f64 {
         S.shift(value, start, had_recent_input != 0, seq)
     }
     /// [`State::flush_shifts`].

@@ -35,23 +35,30 @@ fn inp_keeps_ten_longest_and_skips_one_per_fifty() {
     assert_eq!(s.inp(0.0), -1.0, "no interaction, no INP");
     assert_eq!(s.take(1), -1.0);
     // 12 interactions of 40..=150 ms: ids 1..=12.
-    for id in 1..=12 {
-        assert!(s.event(id as f64, 40.0 + 10.0 * id as f64));
+    for id in 1..=10 {
+        assert_eq!(s.event(id as f64, 40.0 + 10.0 * id as f64), 0.0);
     }
-    // A shorter entry of a kept interaction changes nothing; a longer one of a dropped one comes back.
-    assert!(!s.event(12.0, 41.0));
-    assert!(!s.event(1.0, 45.0), "shorter than the 10th longest");
+    assert_eq!(s.event(11.0, 150.0), 1.0, "the shortest, 1, falls out");
+    assert_eq!(s.event(12.0, 160.0), 2.0);
+    // A shorter entry of a kept interaction changes nothing; nor does one shorter than the 10th longest.
+    assert_eq!(s.event(12.0, 41.0), -1.0);
+    assert_eq!(s.event(1.0, 45.0), -1.0, "shorter than the 10th longest");
+    assert_eq!(s.event(0.0, 400.0), -1.0, "not an interaction");
     assert_eq!(s.inp(49.0), 12.0);
     assert_eq!(s.values[INP].get(), 160.0);
     assert_eq!(s.inp(50.0), 11.0, "one skipped per 50 interactions");
     assert_eq!(s.inp(1000.0), 3.0, "never past the 10th candidate");
     assert_eq!(s.values[INP].get(), 70.0);
     // Ties keep arrival order: a second 160 ms interaction ranks after the first.
-    assert!(s.event(99.0, 160.0));
+    assert_eq!(s.event(99.0, 160.0), 3.0);
     assert_eq!(s.inp(0.0), 12.0);
     assert_eq!(s.inp(50.0), 99.0);
     // An interaction that grows moves up.
-    assert!(s.event(5.0, 500.0));
+    assert_eq!(
+        s.event(5.0, 500.0),
+        0.0,
+        "kept already: moves up, nothing falls out"
+    );
     assert_eq!(s.inp(1.0), 5.0);
     assert_eq!(s.take(1), 500.0);
 }
@@ -72,11 +79,15 @@ fn inp_counts_interactions_of_this_view_only_and_reports_8ms_after_a_restore() {
 fn cls_is_the_largest_session_window_after_fcp() {
     let s = State::new();
     // Window 1: 0.1 at 100 ms, 0.05 at 900 ms. Gap of 1 s opens window 2: 0.12 at 1900, 0.02 at 2000.
-    s.shift(0.1, 100.0, false, 0.0);
-    s.shift(0.05, 900.0, false, 1.0);
+    assert_eq!(s.shift(0.1, 100.0, false, 0.0), 0.0);
+    assert_eq!(
+        s.shift(0.05, 900.0, false, 1.0),
+        0.0,
+        "the open window's largest stays"
+    );
     assert_eq!(s.flush_shifts(), 0.0);
-    s.shift(0.12, 1900.0, false, 2.0);
-    s.shift(0.5, 1950.0, true, 3.0); // after input: ignored
+    assert_eq!(s.shift(0.12, 1900.0, false, 2.0), 2.0, "a new window");
+    assert_eq!(s.shift(0.5, 1950.0, true, 3.0), 2.0, "after input: ignored");
     assert_eq!(s.flush_shifts(), 0.0, "0.12 < 0.15");
     s.shift(0.04, 2000.0, false, 4.0);
     assert_eq!(

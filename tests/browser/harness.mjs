@@ -56,6 +56,13 @@ export async function startCollector() {
   return {
     origin,
     log: () => log,
+    /** Beacons that reached the ingest handler (accepted, rejected or shed), from the admin `/metrics`. */
+    async beaconCount() {
+      const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      let n = 0;
+      for (const line of text.split("\n")) if (/^fieldvitals_beacons_(accepted|rejected|shed)_total/.test(line)) n += +line.split(" ").pop();
+      return n;
+    },
     async recent(site) {
       const r = await fetch(`${origin}/v1/recent?site=${site}&limit=1000`);
       if (!r.ok) throw new Error(`/v1/recent: ${r.status} ${await r.text()}`);
@@ -114,11 +121,14 @@ const webVitals = readFileSync(join(here, "node_modules", "web-vitals", "dist", 
  * The page server. `GET /page/<name>?site=..&...` renders pages/<name>.html with the reference (web-vitals 6.2.3,
  * reporting every change to `POST /wv?site=`) and the beacon tag; query parameters tune it:
  * `beacon=0` leaves the beacon out, `rate=` sets data-sample-rate, `csp=1` sends a CSP without 'wasm-unsafe-eval',
- * `nowasm=1` deletes WebAssembly before the beacon runs, `delay=` delays the HTML (TTFB).
+ * `nowasm=1` deletes WebAssembly before the beacon runs, `delay=` delays the HTML (TTFB), `endpoint=1` sets
+ * data-endpoint to this server's `POST /endpoint` (recorded in `endpointBodies`).
  */
 export async function startPages(collectorOrigin) {
   const png = noisyPng(600, 400);
   const reports = new Map(); // site -> [web-vitals reports]
+  const endpointBodies = []; // beacons sent to this server's /endpoint (data-endpoint)
+  let origin;
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, "http://x");
     const q = url.searchParams;
@@ -129,6 +139,13 @@ export async function startPages(collectorOrigin) {
       if (!reports.has(site)) reports.set(site, []);
       reports.get(site).push(JSON.parse(body));
       res.writeHead(204).end();
+      return;
+    }
+    if (req.method == "POST" && url.pathname == "/endpoint") {
+      let body = "";
+      for await (const c of req) body += c;
+      endpointBodies.push({ type: req.headers["content-type"], body: JSON.parse(body) });
+      res.writeHead(204, { "access-control-allow-origin": "*" }).end();
       return;
     }
     if (url.pathname == "/web-vitals.js") {
@@ -152,6 +169,7 @@ export async function startPages(collectorOrigin) {
         ? ""
         : `<script async src="${collectorOrigin}/beacon.js" data-site="${site}" data-release="test.1"` +
           (q.has("rate") ? ` data-sample-rate="${q.get("rate")}"` : "") +
+          (q.has("endpoint") ? ` data-endpoint="${origin}/endpoint"` : "") +
           "></script>";
     const head = `<meta charset="utf-8"><title>${m[1]}</title>
 <script>
@@ -161,25 +179,30 @@ export async function startPages(collectorOrigin) {
 </script>
 <script src="/web-vitals.js"></script>
 <script>
-  const send = (m) => navigator.sendBeacon("/wv?site=${site}", JSON.stringify({ name: m.name, value: m.value, nav: m.navigationType }));
+  const send = (m) => { const a = m.attribution || {}; navigator.sendBeacon("/wv?site=${site}", JSON.stringify({ name: m.name, value: m.value, nav: m.navigationType, target: a.target || a.interactionTarget || a.largestShiftTarget })); };
   for (const f of ["onLCP", "onINP", "onCLS", "onFCP", "onTTFB"]) webVitals[f](send, { reportAllChanges: true });
 </script>
 ${beacon}`;
-    const html = readFileSync(join(here, "pages", m[1] + ".html"), "utf8").replace("<!--head-->", head);
+    const html = readFileSync(join(here, "pages", m[1] + ".html"), "utf8").replace("<!--head-->", head).replaceAll("__SITE__", site);
     const headers = { "content-type": "text/html; charset=utf-8" };
     if (q.get("csp") == "1")
       headers["content-security-policy"] = `script-src 'self' 'unsafe-inline' ${collectorOrigin}`;
     res.writeHead(200, headers).end(html);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  const origin = `http://127.0.0.1:${server.address().port}`;
+  origin = `http://127.0.0.1:${server.address().port}`;
   return {
     origin,
+    endpointBodies,
     /** web-vitals' last report of each metric and navigation type: { "LCP/navigate": value, ... } */
     reference(site) {
       const out = {};
       for (const r of reports.get(site) || []) out[`${r.name}/${r.nav}`] = r.value;
       return out;
+    },
+    /** The attribution target (selector) of web-vitals' last report of a metric. */
+    referenceTarget(site, metric) {
+      return (reports.get(site) || []).filter((r) => r.name == metric).pop()?.target;
     },
     close: () => new Promise((r) => server.close(r)),
   };
@@ -190,7 +213,8 @@ export async function launch({ bfcache = false } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
-    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+    // The UA flag as well as the context's: beacons sent while a page unloads go out with the browser's own UA.
+    args: ["--no-sandbox", "--disable-dev-shm-usage", `--user-agent=${USER_AGENT}`],
     ignoreDefaultArgs: bfcache ? ["--disable-back-forward-cache"] : [],
   });
 }
