@@ -23,6 +23,7 @@ pub mod error;
 pub mod query;
 pub mod schema;
 pub mod sink;
+pub mod testing;
 
 pub use config::{ClickHouseConfig, ConfigError, Secret};
 pub use sink::{spawn_sink, SinkHandle, SinkHealth, SinkMonitor};

@@ -11,32 +11,12 @@ use rand_distr::{Distribution, LogNormal};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
+use storage_clickhouse::testing::{fresh_db, server_url, PrivateServer};
 use storage_clickhouse::{ClickHouseConfig, ClickHouseStore};
 
 const PAGES: [&str; 3] = ["/", "/products/:id", "/checkout"];
 const DEVICES: [&str; 3] = ["phone", "tablet", "desktop"];
 const METRICS: [&str; 5] = ["LCP", "INP", "CLS", "FCP", "TTFB"];
-
-fn server_url() -> Option<String> {
-    match std::env::var("FV_CLICKHOUSE_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("FV_CLICKHOUSE_URL is not set under CI=true: run bash .ci/clickhouse-tests.sh or .ci/run");
-            }
-            eprintln!("skipped: FV_CLICKHOUSE_URL is not set");
-            None
-        }
-    }
-}
-
-fn fresh_db(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("fvt_e2e_{test}_{}_{nanos}", std::process::id())
-}
 
 fn admin(url: &str, db: &str) -> ClickHouseStore {
     ClickHouseStore::new(ClickHouseConfig {
@@ -149,7 +129,7 @@ async fn wait_count(store: &ClickHouseStore, sql: &str, want: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_mode_stores_every_sample_once_and_answers_like_the_embedded_store() {
     let Some(url) = server_url() else { return };
-    let db = fresh_db("same");
+    let db = fresh_db("e2e_same");
     let admin = admin(&url, &db);
     admin.migrate().await.unwrap();
 
@@ -228,62 +208,12 @@ async fn clickhouse_mode_stores_every_sample_once_and_answers_like_the_embedded_
         .await;
 }
 
-/// A private ClickHouse on its own ports that the test stops and starts (the shared one keeps serving others).
-struct PrivateServer {
-    dir: tempfile::TempDir,
-    http: u16,
-    tcp: u16,
-}
-
-impl PrivateServer {
-    fn new() -> PrivateServer {
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        PrivateServer {
-            dir: tempfile::tempdir().unwrap(),
-            http: port(),
-            tcp: port(),
-        }
-    }
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http)
-    }
-    fn command(&self, verb: &str) -> std::process::Command {
-        let mut c = std::process::Command::new("bash");
-        c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/clickhouse.sh"))
-            .arg(verb)
-            .env("FV_CH_DIR", self.dir.path())
-            .env("FV_CH_HTTP_PORT", self.http.to_string())
-            .env("FV_CH_TCP_PORT", self.tcp.to_string())
-            .stdout(std::process::Stdio::null());
-        c
-    }
-    async fn run(&self, verb: &str) {
-        let mut c = self.command(verb);
-        let st = tokio::task::spawn_blocking(move || c.status().unwrap())
-            .await
-            .unwrap();
-        assert!(st.success(), "clickhouse.sh {verb}");
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        let _ = self.command("stop").status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_twenty_second_outage_loses_nothing_and_readyz_says_degraded() {
     let Some(_) = server_url() else { return };
-    collector::telemetry::init_logging(collector::config::LogFormat::Human);
-    let server = PrivateServer::new();
-    server.run("start").await;
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = PrivateServer::new(server_dir.path());
+    server.start().await;
     let url = server.url();
     let admin = admin(&url, "fv_e2e_outage");
     admin.migrate().await.unwrap();
@@ -301,7 +231,7 @@ async fn a_twenty_second_outage_loses_nothing_and_readyz_says_degraded() {
     .await;
 
     // ClickHouse goes away for 20 seconds while beacons keep coming: every one is answered 204.
-    server.run("stop").await;
+    server.stop().await;
     let down_at = tokio::time::Instant::now();
     let mut saw_degraded = false;
     for chunk in bodies[300..].chunks(30) {
@@ -323,7 +253,7 @@ async fn a_twenty_second_outage_loses_nothing_and_readyz_says_degraded() {
     assert!(saw_degraded, "readyz reported the failing store: {body}");
     assert!(body["spool"]["unstored"].as_u64().unwrap() > 0, "{body}");
 
-    server.run("start").await;
+    server.start().await;
     wait_count(
         &admin,
         "SELECT count() FROM fv_e2e_outage.samples",
@@ -360,4 +290,60 @@ async fn a_twenty_second_outage_loses_nothing_and_readyz_says_degraded() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
+    let Some(url) = server_url() else { return };
+    let db = fresh_db("e2e_migrate");
+    let (_d, dir) = tempdir();
+    let admin_password = std::env::var("FV_CLICKHOUSE_ADMIN_PASSWORD").unwrap_or_default();
+    let collector = |args: &[&str], password: &str| {
+        std::process::Command::new(bin_path("collector"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--clickhouse-url", &url, "--clickhouse-database", &db])
+            .args(args)
+            .env("FIELDVITALS_CLICKHOUSE_PASSWORD", password)
+            .output()
+            .expect("collector runs")
+    };
+    for _ in 0..2 {
+        let out = collector(&["migrate"], &admin_password);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("at schema version 2"), "{stdout}");
+    }
+    let store = admin(&url, &db);
+    assert_eq!(store.applied_versions().await.unwrap(), vec![1, 2]);
+
+    let out = collector(
+        &["--clickhouse-user", "fv_writer", "config", "show"],
+        "sekrit-pw-123",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("sekrit-pw-123"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "clickhouse_password = \"<redacted> (from FIELDVITALS_CLICKHOUSE_PASSWORD)\""
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("clickhouse_url = \"{url}\"")),
+        "{stdout}"
+    );
+    // There is no flag that takes the password itself.
+    let out = collector(&["--clickhouse-password", "x", "config", "show"], "");
+    assert!(!out.status.success());
+    let _ = store
+        .client()
+        .query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute()
+        .await;
 }
