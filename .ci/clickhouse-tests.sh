@@ -19,7 +19,7 @@ echo "clickhouse at $FV_CLICKHOUSE_URL ($(curl -fsS "$FV_CLICKHOUSE_URL/?query=S
 # Under CI=true the tests fail rather than skip if the URL is missing; set it here so they always run.
 export CI="${CI:-true}"
 cargo test -p storage-clickhouse
-if [ -f tests/tests/clickhouse_mode.rs ]; then
-  cargo test -p tests --test clickhouse_mode
-fi
+# The collector in ClickHouse mode (its black-box tests run the built binary too).
+cargo build -p collector --bins
+cargo test -p blackbox-tests --test clickhouse_mode
 bash .ci/chdb.sh

@@ -134,7 +134,18 @@ async fn clickhouse_mode_stores_every_sample_once_and_answers_like_the_embedded_
     admin.migrate().await.unwrap();
 
     let (_d1, ch_dir) = tempdir();
-    let ch = TestApp::spawn_with(clickhouse_config(&ch_dir, &url, &db)).await;
+    // Writes as the insert-only user, queries as the read-only user.
+    let mut config = clickhouse_config(&ch_dir, &url, &db);
+    let read_pw = ch_dir.join("clickhouse-read-password");
+    std::fs::write(
+        &read_pw,
+        std::env::var("FV_CLICKHOUSE_READER_PASSWORD").unwrap_or_else(|_| "fv-reader".into()),
+    )
+    .unwrap();
+    config.clickhouse.read_user =
+        Some(std::env::var("FV_CLICKHOUSE_READER_USER").unwrap_or_else(|_| "fv_reader".into()));
+    config.clickhouse.read_password_file = Some(read_pw);
+    let ch = TestApp::spawn_with(config).await;
     let (_d2, emb_dir) = tempdir();
     let emb = TestApp::spawn(&emb_dir).await;
 
