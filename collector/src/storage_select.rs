@@ -199,15 +199,20 @@ fn redacted(file: Option<&Path>, env: &str) -> String {
     }
 }
 
-/// This collector's source id: kept in the data directory next to the spool whose sequence numbers it names, so a
-/// new data directory (a new spool starting again at 1) is a new source and never collides with stored ids.
+/// This collector's source id: kept in the data directory next to the spool whose sequence numbers it names. A
+/// spool that does not exist yet (a new data directory, or a spool deleted by hand) starts its sequence again at 1,
+/// so it gets a new source id: its ids can never be mistaken for ones already stored (and skipped as replays).
 fn source_id(data_dir: &Path) -> anyhow::Result<String> {
     use std::hash::{BuildHasher, Hasher};
     let path = data_dir.join(SOURCE_FILE);
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        let s = s.trim();
-        if !s.is_empty() {
-            return Ok(s.to_string());
+    let spool_exists =
+        std::fs::read_dir(data_dir.join("spool")).is_ok_and(|mut d| d.next().is_some());
+    if spool_exists {
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            let s = s.trim();
+            if !s.is_empty() {
+                return Ok(s.to_string());
+            }
         }
     }
     std::fs::create_dir_all(data_dir)

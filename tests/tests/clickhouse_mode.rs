@@ -358,3 +358,67 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
         .execute()
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_collector_keeps_its_source_and_stores_everything_once() {
+    let Some(url) = server_url() else { return };
+    let db = fresh_db("e2e_restart");
+    let admin = admin(&url, &db);
+    admin.migrate().await.unwrap();
+    let (_d, dir) = tempdir();
+    let (bodies, _) = generate(9, 400);
+    let samples = |n: usize| (n * METRICS.len()) as u64;
+
+    let app = TestApp::spawn_with(clickhouse_config(&dir, &url, &db)).await;
+    post_all(&app, &bodies[..200]).await;
+    app.stop().await; // graceful: the spool is drained into ClickHouse
+    let source = std::fs::read_to_string(
+        dir.join("data")
+            .join(collector::storage_select::SOURCE_FILE),
+    )
+    .unwrap();
+    assert_eq!(
+        count(&admin, &format!("SELECT count() FROM {db}.samples")).await,
+        samples(200)
+    );
+
+    let app = TestApp::spawn_with(clickhouse_config(&dir, &url, &db)).await;
+    post_all(&app, &bodies[200..]).await;
+    wait_count(
+        &admin,
+        &format!("SELECT count() FROM {db}.samples"),
+        samples(bodies.len()),
+    )
+    .await;
+    app.stop().await;
+    assert_eq!(
+        std::fs::read_to_string(
+            dir.join("data")
+                .join(collector::storage_select::SOURCE_FILE)
+        )
+        .unwrap(),
+        source,
+        "same data dir, same spool, same source"
+    );
+    assert_eq!(
+        count(
+            &admin,
+            &format!("SELECT toUInt64(uniqExact(source, beacon_id, metric)) FROM {db}.samples")
+        )
+        .await,
+        samples(bodies.len())
+    );
+    assert_eq!(
+        count(
+            &admin,
+            &format!("SELECT toUInt64(uniqExact(source)) FROM {db}.samples")
+        )
+        .await,
+        1
+    );
+    let _ = admin
+        .client()
+        .query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute()
+        .await;
+}
