@@ -11,7 +11,9 @@ if [ -z "${FV_CH_DIR:-}" ]; then
   CREATED_DIR="$FV_CH_DIR"
 fi
 export FV_CH_DIR
-export FV_CH_HTTP_PORT="${FV_CH_HTTP_PORT:-28123}" FV_CH_TCP_PORT="${FV_CH_TCP_PORT:-29000}"
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Free ports unless given: concurrent runs on one machine must not meet on a fixed port.
+export FV_CH_HTTP_PORT="${FV_CH_HTTP_PORT:-$(free_port)}" FV_CH_TCP_PORT="${FV_CH_TCP_PORT:-$(free_port)}"
 trap 'bash .ci/clickhouse.sh stop; if [ -n "$CREATED_DIR" ]; then rm -rf "$CREATED_DIR"; fi' EXIT
 FV_CLICKHOUSE_URL="$(bash .ci/clickhouse.sh start)"
 export FV_CLICKHOUSE_URL
@@ -19,7 +21,7 @@ echo "clickhouse at $FV_CLICKHOUSE_URL ($(curl -fsS "$FV_CLICKHOUSE_URL/?query=S
 # Under CI=true the tests fail rather than skip if the URL is missing; set it here so they always run.
 export CI="${CI:-true}"
 cargo test -p storage-clickhouse
-if [ -f tests/tests/clickhouse_mode.rs ]; then
-  cargo test -p blackbox-tests --test clickhouse_mode
-fi
+# The collector in ClickHouse mode (its black-box tests run the built binary too).
+cargo build -p collector --bins
+cargo test -p blackbox-tests --test clickhouse_mode
 bash .ci/chdb.sh

@@ -38,8 +38,13 @@ ensure_installed() {
   server_bin >/dev/null
 }
 
+# Answers, and is ours: another server on the same port (another run's) has another instance id.
 answers() {
-  curl -fsS --max-time 2 "$URL/?query=SELECT%201" 2>/dev/null | grep -qx 1
+  local want got
+  want="$(cat "$DIR/instance" 2>/dev/null)" || return 1
+  got="$(curl -fsS --max-time 2 "$URL/" --data-binary \
+    "SELECT substitution FROM system.macros WHERE macro = 'fv_instance'" 2>/dev/null)" || return 1
+  [ -n "$want" ] && [ "$got" = "$want" ]
 }
 
 running_pid() {
@@ -53,6 +58,7 @@ running_pid() {
 
 write_config() {
   mkdir -p "$DIR/data" "$DIR/tmp" "$DIR/user_files" "$DIR/format_schemas" "$DIR/log"
+  cat /proc/sys/kernel/random/uuid >"$DIR/instance"
   cat >"$DIR/config.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
@@ -85,6 +91,7 @@ write_config() {
     <default_session_timeout>60</default_session_timeout>
     <max_table_size_to_drop>0</max_table_size_to_drop>
     <max_partition_size_to_drop>0</max_partition_size_to_drop>
+    <macros><fv_instance>$(cat "$DIR/instance")</fv_instance></macros>
 </yandex>
 XML
   cat >"$DIR/users.xml" <<'XML'

@@ -6,7 +6,9 @@
 //! explicit seam between "accepted" and "aggregated" (answered 503 + Retry-After when full). No storage I/O happens
 //! in the request. Behind the seam the store's writer (the embedded SQLite store by default) aggregates per-minute
 //! histograms and flushes them every second. The query API (`/v1/p75`, `/v1/quantiles`, from the `query` crate) reads
-//! the same store. [`app::Application`] wires it all, binds (port 0 in tests) and shuts down gracefully: stop
+//! the same store. With `--clickhouse-url` the store is ClickHouse instead ([`storage_select`], the
+//! `storage-clickhouse` crate): the spool replayer feeds its batching sink and the queries read its tables.
+//! [`app::Application`] wires it all, binds (port 0 in tests) and shuts down gracefully: stop
 //! accepting, finish in-flight requests, drain the queue, flush the store.
 
 pub mod app;

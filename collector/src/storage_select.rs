@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 
 /// The environment variable holding the ClickHouse password.
 pub const PASSWORD_ENV: &str = "FIELDVITALS_CLICKHOUSE_PASSWORD";
+/// The environment variable holding the ClickHouse read user's password.
+pub const READ_PASSWORD_ENV: &str = "FIELDVITALS_CLICKHOUSE_READ_PASSWORD";
 /// The file in the data directory holding this collector's ClickHouse source id (its id sequence's name).
 pub const SOURCE_FILE: &str = "clickhouse-source";
 
@@ -52,6 +54,18 @@ pub struct ClickHouseArgs {
         env = "FIELDVITALS_CLICKHOUSE_PASSWORD_FILE"
     )]
     pub password_file: Option<PathBuf>,
+    /// ClickHouse user for the query API (a read-only user); by default --clickhouse-user.
+    #[arg(
+        long = "clickhouse-read-user",
+        env = "FIELDVITALS_CLICKHOUSE_READ_USER"
+    )]
+    pub read_user: Option<String>,
+    /// File holding the read user's password (otherwise FIELDVITALS_CLICKHOUSE_READ_PASSWORD).
+    #[arg(
+        long = "clickhouse-read-password-file",
+        env = "FIELDVITALS_CLICKHOUSE_READ_PASSWORD_FILE"
+    )]
+    pub read_password_file: Option<PathBuf>,
     /// Use the ReplicatedMergeTree + Distributed schema on this ClickHouse cluster.
     #[arg(long = "clickhouse-cluster", env = "FIELDVITALS_CLICKHOUSE_CLUSTER")]
     pub cluster: Option<String>,
@@ -78,6 +92,8 @@ impl Default for ClickHouseArgs {
             database: "fieldvitals".into(),
             user: "default".into(),
             password_file: None,
+            read_user: None,
+            read_password_file: None,
             cluster: None,
             raw_retention_days: 30,
             rollup_retention_days: 400,
@@ -92,19 +108,7 @@ impl ClickHouseArgs {
         let Some(url) = &self.url else {
             return Ok(None);
         };
-        let password = match (&self.password_file, std::env::var(PASSWORD_ENV)) {
-            (Some(_), Ok(_)) => {
-                anyhow::bail!("both --clickhouse-password-file and {PASSWORD_ENV} are set: use one")
-            }
-            (Some(f), Err(_)) => std::fs::read_to_string(f)
-                .with_context(|| {
-                    format!("cannot read the ClickHouse password file {}", f.display())
-                })?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-            (None, Ok(p)) => p,
-            (None, Err(_)) => String::new(),
-        };
+        let password = read_password(self.password_file.as_deref(), PASSWORD_ENV)?;
         let cfg = ClickHouseConfig {
             url: url.clone(),
             database: self.database.clone(),
@@ -120,6 +124,21 @@ impl ClickHouseArgs {
         Ok(Some(cfg))
     }
 
+    /// The configuration the query API uses: `write` with the read user, when one is set.
+    pub fn read_config(&self, write: &ClickHouseConfig) -> anyhow::Result<ClickHouseConfig> {
+        let Some(user) = &self.read_user else {
+            return Ok(write.clone());
+        };
+        Ok(ClickHouseConfig {
+            user: user.clone(),
+            password: Secret::new(read_password(
+                self.read_password_file.as_deref(),
+                READ_PASSWORD_ENV,
+            )?),
+            ..write.clone()
+        })
+    }
+
     /// Lines for `config show` (the password only as set/unset).
     pub fn show(&self) -> String {
         let mut out = String::new();
@@ -131,14 +150,17 @@ impl ClickHouseArgs {
         );
         out += &format!("clickhouse_database = \"{}\"\n", self.database);
         out += &format!("clickhouse_user = \"{}\"\n", self.user);
-        let password = if let Some(f) = &self.password_file {
-            format!("<redacted> (from file \"{}\")", f.display())
-        } else if std::env::var(PASSWORD_ENV).is_ok() {
-            format!("<redacted> (from {PASSWORD_ENV})")
-        } else {
-            "<unset>".to_string()
-        };
-        out += &format!("clickhouse_password = \"{password}\"\n");
+        out += &format!(
+            "clickhouse_password = \"{}\"\n",
+            redacted(self.password_file.as_deref(), PASSWORD_ENV)
+        );
+        if let Some(u) = &self.read_user {
+            out += &format!("clickhouse_read_user = \"{u}\"\n");
+            out += &format!(
+                "clickhouse_read_password = \"{}\"\n",
+                redacted(self.read_password_file.as_deref(), READ_PASSWORD_ENV)
+            );
+        }
         if let Some(c) = &self.cluster {
             out += &format!("clickhouse_cluster = \"{c}\"\n");
         }
@@ -150,15 +172,47 @@ impl ClickHouseArgs {
     }
 }
 
-/// This collector's source id: kept in the data directory next to the spool whose sequence numbers it names, so a
-/// new data directory (a new spool starting again at 1) is a new source and never collides with stored ids.
+/// A password from its file, or else from its environment variable (empty when neither is set). Both set is an
+/// error rather than a silent choice.
+fn read_password(file: Option<&Path>, env: &str) -> anyhow::Result<String> {
+    match (file, std::env::var(env)) {
+        (Some(_), Ok(_)) => {
+            anyhow::bail!("both a ClickHouse password file and {env} are set: use one")
+        }
+        (Some(f), Err(_)) => Ok(std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the ClickHouse password file {}", f.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string()),
+        (None, Ok(p)) => Ok(p),
+        (None, Err(_)) => Ok(String::new()),
+    }
+}
+
+/// How `config show` names a password: never its value, only where it comes from.
+fn redacted(file: Option<&Path>, env: &str) -> String {
+    if let Some(f) = file {
+        format!("<redacted> (from file {})", f.display())
+    } else if std::env::var(env).is_ok() {
+        format!("<redacted> (from {env})")
+    } else {
+        "<unset>".to_string()
+    }
+}
+
+/// This collector's source id: kept in the data directory next to the spool whose sequence numbers it names. A
+/// spool that does not exist yet (a new data directory, or a spool deleted by hand) starts its sequence again at 1,
+/// so it gets a new source id: its ids can never be mistaken for ones already stored (and skipped as replays).
 fn source_id(data_dir: &Path) -> anyhow::Result<String> {
     use std::hash::{BuildHasher, Hasher};
     let path = data_dir.join(SOURCE_FILE);
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        let s = s.trim();
-        if !s.is_empty() {
-            return Ok(s.to_string());
+    let spool_exists =
+        std::fs::read_dir(data_dir.join("spool")).is_ok_and(|mut d| d.next().is_some());
+    if spool_exists {
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            let s = s.trim();
+            if !s.is_empty() {
+                return Ok(s.to_string());
+            }
         }
     }
     std::fs::create_dir_all(data_dir)
@@ -291,6 +345,7 @@ impl SelectedStore {
                 })
             }
             Some(cfg) => {
+                let reader = ClickHouseStore::new(config.clickhouse.read_config(&cfg)?)?;
                 let store = ClickHouseStore::new(cfg)?;
                 let stored_through = prepare_clickhouse(&store).await?;
                 let health = Arc::new(WriterHealth::default());
@@ -300,7 +355,7 @@ impl SelectedStore {
                 Ok(SelectedStore {
                     stored_through,
                     health,
-                    source: Arc::new(store.clone()),
+                    source: Arc::new(reader),
                     kind: Kind::ClickHouse(Box::new(store)),
                 })
             }

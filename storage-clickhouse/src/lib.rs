@@ -23,6 +23,7 @@ pub mod error;
 pub mod query;
 pub mod schema;
 pub mod sink;
+pub mod testing;
 
 pub use config::{ClickHouseConfig, ConfigError, Secret};
 pub use sink::{spawn_sink, SinkHandle, SinkHealth, SinkMonitor};
@@ -268,7 +269,9 @@ impl ClickHouseStore {
     pub fn spawn_retention(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            // The first run waits a period: start-up is busy enough, and a writer without ALTER rights would
+            // only warn.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tick.tick().await;
                 if let Err(e) = store

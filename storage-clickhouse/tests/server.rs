@@ -9,37 +9,14 @@ use storage::{
     MINUTE_MS,
 };
 use storage_clickhouse::error::{classify, ErrorClass};
+use storage_clickhouse::testing::{fresh_db, server_url, PrivateServer};
 use storage_clickhouse::{spawn_sink, ClickHouseConfig, ClickHouseStore, Secret};
 use tokio::sync::mpsc;
 use vitals::wire::{Release, Sample};
 use vitals::{Beacon, DeviceClass, Histogram, Metric, NavType, PageUrl};
 
-fn server_url() -> Option<String> {
-    match std::env::var("FV_CLICKHOUSE_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("FV_CLICKHOUSE_URL is not set under CI=true: run the tests with bash .ci/clickhouse-tests.sh");
-            }
-            eprintln!(
-                "skipped: FV_CLICKHOUSE_URL is not set (bash .ci/clickhouse-tests.sh sets it)"
-            );
-            None
-        }
-    }
-}
-
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-/// A fresh database name per test and run.
-fn fresh_db(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("fvt_{test}_{}_{nanos}", std::process::id())
 }
 
 struct Users {
@@ -80,6 +57,17 @@ fn users(url: &str, db: &str) -> Users {
             env_or("FV_CLICKHOUSE_READER_PASSWORD", "fv-reader"),
         ),
     }
+}
+
+/// Users on a fresh database with the schema in place.
+async fn migrated(url: &str, test: &str) -> Users {
+    let u = users(url, &fresh_db(test));
+    ClickHouseStore::new(u.admin.clone())
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    u
 }
 
 async fn drop_db(admin: &ClickHouseConfig) {
@@ -258,12 +246,7 @@ async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_equal_the_embedded_store_for_the_same_beacons() {
     let Some(url) = server_url() else { return };
-    let u = users(&url, &fresh_db("same"));
-    ClickHouseStore::new(u.admin.clone())
-        .unwrap()
-        .migrate()
-        .await
-        .unwrap();
+    let u = migrated(&url, "same").await;
 
     let now = chrono::Utc::now().timestamp_millis();
     // Four days of data up to a minute ago: recent minute edges, hour edges and day edges all get exercised.
@@ -379,12 +362,7 @@ async fn answers_equal_the_embedded_store_for_the_same_beacons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_are_stored_exactly_once() {
     let Some(url) = server_url() else { return };
-    let u = users(&url, &fresh_db("replay"));
-    ClickHouseStore::new(u.admin.clone())
-        .unwrap()
-        .migrate()
-        .await
-        .unwrap();
+    let u = migrated(&url, "replay").await;
     let now = chrono::Utc::now().timestamp_millis();
     let bs = beacons(7, 3_000, 1, now - HOUR_MS, HOUR_MS);
     // A first process stores the first 2,000 beacons, then "crashes"; the next one replays from the start
@@ -539,76 +517,11 @@ async fn retention_drops_whole_old_day_partitions() {
     drop_db(&u.admin).await;
 }
 
-/// A second private server on its own ports, started and stopped by the test through `.ci/clickhouse.sh`.
-struct PrivateServer {
-    dir: tempfile::TempDir,
-    http: u16,
-    tcp: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl PrivateServer {
-    fn new() -> PrivateServer {
-        PrivateServer {
-            dir: tempfile::tempdir().unwrap(),
-            http: free_port(),
-            tcp: free_port(),
-        }
-    }
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http)
-    }
-    fn script(&self, verb: &str) {
-        run_script(self.dir.path(), self.http, self.tcp, verb)
-    }
-}
-
-fn run_script(dir: &std::path::Path, http: u16, tcp: u16, verb: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/clickhouse.sh");
-    let st = std::process::Command::new("bash")
-        .arg(script)
-        .arg(verb)
-        .env("FV_CH_DIR", dir)
-        .env("FV_CH_HTTP_PORT", http.to_string())
-        .env("FV_CH_TCP_PORT", tcp.to_string())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "clickhouse.sh {verb}");
-}
-
-impl PrivateServer {
-    async fn start(&self) {
-        let me = (self.dir.path().to_path_buf(), self.http, self.tcp);
-        tokio::task::spawn_blocking(move || run_script(&me.0, me.1, me.2, "start"))
-            .await
-            .unwrap();
-    }
-    async fn stop(&self) {
-        let me = (self.dir.path().to_path_buf(), self.http, self.tcp);
-        tokio::task::spawn_blocking(move || run_script(&me.0, me.1, me.2, "stop"))
-            .await
-            .unwrap();
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        self.script("stop");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_loses_nothing_and_duplicates_nothing() {
     let Some(_) = server_url() else { return };
-    let server = PrivateServer::new();
+    let dir = tempfile::tempdir().unwrap();
+    let server = PrivateServer::new(dir.path());
     let u = users(&server.url(), "fv_outage");
     let now = chrono::Utc::now().timestamp_millis();
     let bs = beacons(11, 4_000, 1, now - 10 * MINUTE_MS, 10 * MINUTE_MS);

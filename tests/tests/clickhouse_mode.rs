@@ -1,7 +1,7 @@
 //! The collector in ClickHouse mode against a real server (FV_CLICKHOUSE_URL, set by `.ci/run` and
 //! `.ci/clickhouse-tests.sh`; without it these tests skip, under CI=true they fail): every posted sample is stored
 //! exactly once, `/v1/p75` equals the exact nearest-rank p75 within the histogram's precision and equals the
-//! embedded store's answer for the same beacons; and a 60-second ClickHouse outage under steady load loses nothing, duplicates nothing
+//! embedded store's answer for the same beacons; and a 60-second ClickHouse outage loses nothing, duplicates nothing
 //! and shows as "degraded" in `/readyz` meanwhile.
 
 mod helpers;
@@ -11,32 +11,12 @@ use rand_distr::{Distribution, LogNormal};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
+use storage_clickhouse::testing::{fresh_db, server_url, PrivateServer};
 use storage_clickhouse::{ClickHouseConfig, ClickHouseStore};
 
 const PAGES: [&str; 3] = ["/", "/products/:id", "/checkout"];
 const DEVICES: [&str; 3] = ["phone", "tablet", "desktop"];
 const METRICS: [&str; 5] = ["LCP", "INP", "CLS", "FCP", "TTFB"];
-
-fn server_url() -> Option<String> {
-    match std::env::var("FV_CLICKHOUSE_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("FV_CLICKHOUSE_URL is not set under CI=true: run bash .ci/clickhouse-tests.sh or .ci/run");
-            }
-            eprintln!("skipped: FV_CLICKHOUSE_URL is not set");
-            None
-        }
-    }
-}
-
-fn fresh_db(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("fvt_e2e_{test}_{}_{nanos}", std::process::id())
-}
 
 fn admin(url: &str, db: &str) -> ClickHouseStore {
     ClickHouseStore::new(ClickHouseConfig {
@@ -149,12 +129,23 @@ async fn wait_count(store: &ClickHouseStore, sql: &str, want: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_mode_stores_every_sample_once_and_answers_like_the_embedded_store() {
     let Some(url) = server_url() else { return };
-    let db = fresh_db("same");
+    let db = fresh_db("e2e_same");
     let admin = admin(&url, &db);
     admin.migrate().await.unwrap();
 
     let (_d1, ch_dir) = tempdir();
-    let ch = TestApp::spawn_with(clickhouse_config(&ch_dir, &url, &db)).await;
+    // Writes as the insert-only user, queries as the read-only user.
+    let mut config = clickhouse_config(&ch_dir, &url, &db);
+    let read_pw = ch_dir.join("clickhouse-read-password");
+    std::fs::write(
+        &read_pw,
+        std::env::var("FV_CLICKHOUSE_READER_PASSWORD").unwrap_or_else(|_| "fv-reader".into()),
+    )
+    .unwrap();
+    config.clickhouse.read_user =
+        Some(std::env::var("FV_CLICKHOUSE_READER_USER").unwrap_or_else(|_| "fv_reader".into()));
+    config.clickhouse.read_password_file = Some(read_pw);
+    let ch = TestApp::spawn_with(config).await;
     let (_d2, emb_dir) = tempdir();
     let emb = TestApp::spawn(&emb_dir).await;
 
@@ -228,62 +219,12 @@ async fn clickhouse_mode_stores_every_sample_once_and_answers_like_the_embedded_
         .await;
 }
 
-/// A private ClickHouse on its own ports that the test stops and starts (the shared one keeps serving others).
-struct PrivateServer {
-    dir: tempfile::TempDir,
-    http: u16,
-    tcp: u16,
-}
-
-impl PrivateServer {
-    fn new() -> PrivateServer {
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        PrivateServer {
-            dir: tempfile::tempdir().unwrap(),
-            http: port(),
-            tcp: port(),
-        }
-    }
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http)
-    }
-    fn command(&self, verb: &str) -> std::process::Command {
-        let mut c = std::process::Command::new("bash");
-        c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/clickhouse.sh"))
-            .arg(verb)
-            .env("FV_CH_DIR", self.dir.path())
-            .env("FV_CH_HTTP_PORT", self.http.to_string())
-            .env("FV_CH_TCP_PORT", self.tcp.to_string())
-            .stdout(std::process::Stdio::null());
-        c
-    }
-    async fn run(&self, verb: &str) {
-        let mut c = self.command(verb);
-        let st = tokio::task::spawn_blocking(move || c.status().unwrap())
-            .await
-            .unwrap();
-        assert!(st.success(), "clickhouse.sh {verb}");
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        let _ = self.command("stop").status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sixty_second_outage_loses_nothing_and_readyz_says_degraded() {
     let Some(_) = server_url() else { return };
-    collector::telemetry::init_logging(collector::config::LogFormat::Human);
-    let server = PrivateServer::new();
-    server.run("start").await;
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = PrivateServer::new(server_dir.path());
+    server.start().await;
     let url = server.url();
     let admin = admin(&url, "fv_e2e_outage");
     admin.migrate().await.unwrap();
@@ -302,7 +243,7 @@ async fn a_sixty_second_outage_loses_nothing_and_readyz_says_degraded() {
 
     // ClickHouse goes away for 60 seconds while beacons keep coming (~33/s): every one is answered 204. Readiness
     // says "degraded" (still 200) for the grace period, then "failing" (503) so a balancer prefers healthy peers.
-    server.run("stop").await;
+    server.stop().await;
     let down_at = tokio::time::Instant::now();
     let (mut saw_degraded, mut saw_failing) = (false, false);
     let mut posted = 300;
@@ -338,7 +279,7 @@ async fn a_sixty_second_outage_loses_nothing_and_readyz_says_degraded() {
     assert!(body["spool"]["unstored"].as_u64().unwrap() > 0, "{body}");
     let bodies = &bodies[..posted];
 
-    server.run("start").await;
+    server.start().await;
     wait_count(
         &admin,
         "SELECT count() FROM fv_e2e_outage.samples",
@@ -375,4 +316,211 @@ async fn a_sixty_second_outage_loses_nothing_and_readyz_says_degraded() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
+    let Some(url) = server_url() else { return };
+    let db = fresh_db("e2e_migrate");
+    let (_d, dir) = tempdir();
+    let admin_password = std::env::var("FV_CLICKHOUSE_ADMIN_PASSWORD").unwrap_or_default();
+    let collector = |args: &[&str], password: &str| {
+        std::process::Command::new(bin_path("collector"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--clickhouse-url", &url, "--clickhouse-database", &db])
+            .args(args)
+            .env("FIELDVITALS_CLICKHOUSE_PASSWORD", password)
+            .output()
+            .expect("collector runs")
+    };
+    for _ in 0..2 {
+        let out = collector(&["migrate"], &admin_password);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("at schema version 2"), "{stdout}");
+    }
+    let store = admin(&url, &db);
+    assert_eq!(store.applied_versions().await.unwrap(), vec![1, 2]);
+
+    let out = collector(
+        &["--clickhouse-user", "fv_writer", "config", "show"],
+        "sekrit-pw-123",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("sekrit-pw-123"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "clickhouse_password = \"<redacted> (from FIELDVITALS_CLICKHOUSE_PASSWORD)\""
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("clickhouse_url = \"{url}\"")),
+        "{stdout}"
+    );
+    // There is no flag that takes the password itself.
+    let out = collector(&["--clickhouse-password", "x", "config", "show"], "");
+    assert!(!out.status.success());
+    let _ = store
+        .client()
+        .query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_collector_keeps_its_source_and_stores_everything_once() {
+    let Some(url) = server_url() else { return };
+    let db = fresh_db("e2e_restart");
+    let admin = admin(&url, &db);
+    admin.migrate().await.unwrap();
+    let (_d, dir) = tempdir();
+    let (bodies, _) = generate(9, 400);
+    let samples = |n: usize| (n * METRICS.len()) as u64;
+
+    let app = TestApp::spawn_with(clickhouse_config(&dir, &url, &db)).await;
+    post_all(&app, &bodies[..200]).await;
+    app.stop().await; // graceful: the spool is drained into ClickHouse
+    let source = std::fs::read_to_string(
+        dir.join("data")
+            .join(collector::storage_select::SOURCE_FILE),
+    )
+    .unwrap();
+    assert_eq!(
+        count(&admin, &format!("SELECT count() FROM {db}.samples")).await,
+        samples(200)
+    );
+
+    let app = TestApp::spawn_with(clickhouse_config(&dir, &url, &db)).await;
+    post_all(&app, &bodies[200..]).await;
+    wait_count(
+        &admin,
+        &format!("SELECT count() FROM {db}.samples"),
+        samples(bodies.len()),
+    )
+    .await;
+    app.stop().await;
+    assert_eq!(
+        std::fs::read_to_string(
+            dir.join("data")
+                .join(collector::storage_select::SOURCE_FILE)
+        )
+        .unwrap(),
+        source,
+        "same data dir, same spool, same source"
+    );
+    assert_eq!(
+        count(
+            &admin,
+            &format!("SELECT toUInt64(uniqExact(source, beacon_id, metric)) FROM {db}.samples")
+        )
+        .await,
+        samples(bodies.len())
+    );
+    assert_eq!(
+        count(
+            &admin,
+            &format!("SELECT toUInt64(uniqExact(source)) FROM {db}.samples")
+        )
+        .await,
+        1
+    );
+    let _ = admin
+        .client()
+        .query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_ingestion_then_restart_stores_every_acknowledged_beacon_once() {
+    let Some(url) = server_url() else { return };
+    let db = fresh_db("e2e_kill");
+    let admin = admin(&url, &db);
+    admin.migrate().await.unwrap();
+    let (_d, dir) = tempdir();
+    let pw = dir.join("clickhouse-password");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        &pw,
+        std::env::var("FV_CLICKHOUSE_WRITER_PASSWORD").unwrap_or_else(|_| "fv-writer".into()),
+    )
+    .unwrap();
+    let user = std::env::var("FV_CLICKHOUSE_WRITER_USER").unwrap_or_else(|_| "fv_writer".into());
+    let args = [
+        "--clickhouse-url",
+        url.as_str(),
+        "--clickhouse-database",
+        db.as_str(),
+        "--clickhouse-user",
+        user.as_str(),
+        "--clickhouse-password-file",
+        pw.to_str().unwrap(),
+    ];
+    let (bodies, _) = generate(13, 800);
+    let data = dir.join("data");
+    let (mut child, base) = spawn_collector_bin(&data, &args).await;
+    let client = reqwest::Client::new();
+    let mut acknowledged = 0usize;
+    for (body, device) in &bodies {
+        let r = client
+            .post(format!("{base}/v1/beacon"))
+            .header("content-type", "text/plain")
+            .header("user-agent", ua_for(device))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        acknowledged += 1;
+    }
+    // kill -9 right after the last 204: some beacons are only in the spool, some batches may be in flight.
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let before = count(&admin, &format!("SELECT count() FROM {db}.samples")).await;
+    eprintln!(
+        "kill -9 after {acknowledged} acknowledged beacons: {before} of {} rows stored before the restart",
+        acknowledged * METRICS.len()
+    );
+
+    let (mut child, _base) = spawn_collector_bin(&data, &args).await;
+    wait_count(
+        &admin,
+        &format!("SELECT count() FROM {db}.samples"),
+        (acknowledged * METRICS.len()) as u64,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &admin,
+            &format!("SELECT toUInt64(uniqExact(beacon_id, metric)) FROM {db}.samples")
+        )
+        .await,
+        (acknowledged * METRICS.len()) as u64,
+        "stored exactly once ({before} rows were stored before the kill)"
+    );
+    assert_eq!(
+        count(
+            &admin,
+            &format!(
+                "SELECT toUInt64(countMerge(samples)) FROM {db}.rollup_hourly WHERE r_site != ''"
+            )
+        )
+        .await,
+        (acknowledged * METRICS.len()) as u64,
+        "rolled up exactly once"
+    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let _ = admin
+        .client()
+        .query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute()
+        .await;
 }
