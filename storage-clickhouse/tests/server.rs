@@ -598,3 +598,101 @@ async fn an_outage_loses_nothing_and_duplicates_nothing() {
         "the rollup saw every row once too"
     );
 }
+
+/// `scripts/clickhouse-backup.sh`: a FREEZE backup of a live database, restored into a fresh database on the same
+/// server, answers every query exactly as the original does, and takes new inserts through its view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_backup_restores_into_a_fresh_database_with_identical_answers() {
+    let Some(_) = server_url() else { return };
+    // A private server, because the script works on the server's files (`--clickhouse-path`).
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = PrivateServer::new(server_dir.path());
+    server.start().await;
+    let url = server.url();
+    let src = migrated(&url, "backup_src").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let bs = beacons(7, 3_000, 1, now - 3 * DAY_MS, 3 * DAY_MS - MINUTE_MS);
+    store_all(&src.writer, &bs).await;
+
+    let backup = tempfile::tempdir().unwrap();
+    let dst_db = fresh_db("backup_dst");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/clickhouse-backup.sh"
+    );
+    let ch_path = server_dir.path().join("data");
+    for (verb, db, dir_flag) in [
+        ("backup", src.admin.database.as_str(), "--to"),
+        ("restore", dst_db.as_str(), "--from"),
+    ] {
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(verb)
+            .args(["--url", &url, "--database", db, dir_flag])
+            .arg(backup.path().join("b"))
+            .arg("--clickhouse-path")
+            .arg(&ch_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{verb}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let dst = users(&url, &dst_db);
+    let (a, b) = (
+        ClickHouseStore::new(src.reader.clone()).unwrap(),
+        ClickHouseStore::new(dst.reader.clone()).unwrap(),
+    );
+    assert_eq!(
+        count(&b, &format!("SELECT count() FROM {dst_db}.samples")).await,
+        samples(&bs)
+    );
+    let bys = [
+        GroupBy::default(),
+        GroupBy {
+            page: true,
+            device: true,
+            release: true,
+            nav: true,
+        },
+    ];
+    let mut nonempty = 0;
+    for (from, to) in [
+        (now - 28 * DAY_MS, now),
+        (now - DAY_MS - 7 * MINUTE_MS, now),
+    ] {
+        let (from_ms, to_ms) = snap_range(from, to, now);
+        for metric in Metric::ALL {
+            for by in bys {
+                let q = HistQuery {
+                    site: "demo".into(),
+                    metric,
+                    from_ms,
+                    to_ms,
+                    by,
+                    filters: Filters::default(),
+                };
+                let want = sorted(a.histograms(&q).await.unwrap());
+                assert_eq!(sorted(b.histograms(&q).await.unwrap()), want, "{q:?}");
+                nonempty += usize::from(!want.is_empty());
+            }
+        }
+    }
+    assert!(nonempty >= 10, "the comparison covers real data");
+
+    // The restored view is live: new beacons reach the restored rollup.
+    let more = beacons(8, 50, 10_000, now - HOUR_MS, HOUR_MS - MINUTE_MS);
+    store_all(&dst.writer, &more).await;
+    assert_eq!(
+        count(
+            &b,
+            &format!("SELECT toUInt64(countMerge(samples)) FROM {dst_db}.rollup_hourly WHERE r_site != ''")
+        )
+        .await,
+        samples(&bs) + samples(&more)
+    );
+}
