@@ -108,6 +108,15 @@ async fn post_all(app: &TestApp, bodies: &[(String, &'static str)]) {
     }
 }
 
+/// Drops a test's database (best effort: a failure leaves a database behind, never fails the test).
+async fn drop_db(store: &ClickHouseStore, db: &str) {
+    let _ = store
+        .client()
+        .query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute()
+        .await;
+}
+
 /// Polls until `sql` counts `want` (at most 60 s).
 async fn wait_count(store: &ClickHouseStore, sql: &str, want: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -212,11 +221,7 @@ async fn clickhouse_mode_stores_every_sample_once_and_answers_like_the_embedded_
     );
     ch.stop().await;
     emb.stop().await;
-    let _ = admin
-        .client()
-        .query(&format!("DROP DATABASE IF EXISTS {db}"))
-        .execute()
-        .await;
+    drop_db(&admin, &db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,11 +372,7 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
     // There is no flag that takes the password itself.
     let out = collector(&["--clickhouse-password", "x", "config", "show"], "");
     assert!(!out.status.success());
-    let _ = store
-        .client()
-        .query(&format!("DROP DATABASE IF EXISTS {db}"))
-        .execute()
-        .await;
+    drop_db(&store, &db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,11 +432,7 @@ async fn a_restarted_collector_keeps_its_source_and_stores_everything_once() {
         .await,
         1
     );
-    let _ = admin
-        .client()
-        .query(&format!("DROP DATABASE IF EXISTS {db}"))
-        .execute()
-        .await;
+    drop_db(&admin, &db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,9 +515,5 @@ async fn kill_9_during_ingestion_then_restart_stores_every_acknowledged_beacon_o
     );
     child.start_kill().unwrap();
     let _ = child.wait().await;
-    let _ = admin
-        .client()
-        .query(&format!("DROP DATABASE IF EXISTS {db}"))
-        .execute()
-        .await;
+    drop_db(&admin, &db).await;
 }
