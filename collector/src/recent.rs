@@ -5,98 +5,130 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use storage::Accepted;
 
 /// Samples kept per site.
 pub const PER_SITE: usize = 1000;
-/// Sites kept; beacons for further sites are not remembered here (they are still stored).
+/// Sites kept (a flood of made-up site names cannot grow this without bound).
 pub const MAX_SITES: usize = 10_000;
 
-/// One sample as received.
+/// One sample as `/v1/recent` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecentSample {
-    /// Receive time, RFC 3339 with milliseconds.
+    /// When the collector accepted the beacon (RFC 3339, ms).
     pub received_at: String,
-    /// Page (normalised).
+    /// The normalised page.
     pub page: String,
-    /// Path (identifiers kept, no query string).
+    /// The path as sent, without query string and fragment.
     pub path: String,
-    /// Host.
+    /// The host.
     pub host: String,
-    /// Device class from the headers.
+    /// Device class from the request headers.
     pub device: &'static str,
-    /// Release, if sent.
+    /// Release label.
     pub release: Option<String>,
     /// Navigation type.
     pub nav: &'static str,
     /// Metric name.
     pub metric: &'static str,
-    /// Value, unrounded.
+    /// The value exactly as received.
     pub value: f64,
-    /// web-vitals' id, if sent.
+    /// The beacon's id for the metric.
     pub id: Option<String>,
-    /// Attribution object, if sent (capped).
+    /// Attribution as received (length-capped by the decoder).
     pub attribution: Option<serde_json::Value>,
 }
 
-/// The per-site ring buffers.
+/// Per site, the latest accepted beacons, newest last, holding at most [`PER_SITE`] samples.
+#[derive(Default)]
+struct Ring {
+    beacons: VecDeque<Arc<Accepted>>,
+    samples: usize,
+}
+
+/// The recent beacons of every site.
+///
+/// The ingest path only moves the accepted beacon in (one `Arc`, no per-sample strings: profiling showed building
+/// and dropping those on every beacon among the largest single costs of ingest); the JSON view is built when read.
 #[derive(Default)]
 pub struct Recent {
-    sites: Mutex<HashMap<String, VecDeque<RecentSample>>>,
+    sites: Mutex<HashMap<String, Ring>>,
 }
 
 impl Recent {
-    /// The entries a beacon will add, built before it is handed on (so that only accepted beacons are shown).
-    pub fn prepare(a: &Accepted) -> (String, Vec<RecentSample>) {
-        let b = &a.beacon;
-        let at = DateTime::<Utc>::from_timestamp_millis(a.received_at_ms)
-            .unwrap_or_default()
-            .to_rfc3339_opts(SecondsFormat::Millis, true);
-        let samples = b
-            .metrics
-            .iter()
-            .map(|s| RecentSample {
-                received_at: at.clone(),
-                page: b.url.page().to_string(),
-                path: b.url.path().to_string(),
-                host: b.url.host().to_string(),
-                device: a.device.as_str(),
-                release: b.release.as_ref().map(|r| r.as_str().to_string()),
-                nav: b.nav.as_str(),
-                metric: s.metric.as_str(),
-                value: s.value,
-                id: s.id.clone(),
-                attribution: s
-                    .attribution
-                    .as_deref()
-                    .and_then(|j| serde_json::from_str(j).ok()),
-            })
-            .collect();
-        (b.site.as_str().to_string(), samples)
-    }
-
-    /// Remembers prepared entries of an accepted beacon.
-    pub fn push(&self, site: String, samples: Vec<RecentSample>) {
-        let mut sites = self.sites.lock().expect("recent lock");
-        if !sites.contains_key(&site) && sites.len() >= MAX_SITES {
+    /// Remembers an accepted beacon.
+    pub fn push(&self, accepted: Accepted) {
+        let n = accepted.beacon.metrics.len();
+        if n == 0 {
             return;
         }
-        let ring = sites.entry(site).or_default();
-        for s in samples {
-            if ring.len() == PER_SITE {
-                ring.pop_front();
+        let mut sites = self.sites.lock().expect("recent lock");
+        let site = accepted.beacon.site.as_str();
+        if !sites.contains_key(site) && sites.len() >= MAX_SITES {
+            return;
+        }
+        // The site's name is allocated once, when the site is first seen.
+        if !sites.contains_key(site) {
+            sites.insert(site.to_string(), Ring::default());
+        }
+        let ring = sites.get_mut(site).expect("inserted above");
+        ring.beacons.push_back(Arc::new(accepted));
+        ring.samples += n;
+        while ring.samples > PER_SITE {
+            match ring.beacons.pop_front() {
+                Some(old) => ring.samples -= old.beacon.metrics.len(),
+                None => break,
             }
-            ring.push_back(s);
         }
     }
 
-    /// Up to `limit` samples of a site, newest first.
+    /// The latest `limit` samples of a site, newest first.
     pub fn latest(&self, site: &str, limit: usize) -> Vec<RecentSample> {
-        let sites = self.sites.lock().expect("recent lock");
-        sites
-            .get(site)
-            .map(|r| r.iter().rev().take(limit).cloned().collect())
-            .unwrap_or_default()
+        // Copy the Arcs out so the lock is not held while formatting.
+        let beacons: Vec<Arc<Accepted>> = {
+            let sites = self.sites.lock().expect("recent lock");
+            match sites.get(site) {
+                Some(r) => r.beacons.iter().rev().cloned().collect(),
+                None => return Vec::new(),
+            }
+        };
+        let mut out = Vec::with_capacity(limit.min(PER_SITE));
+        for a in beacons {
+            for s in expand(&a).into_iter().rev() {
+                if out.len() == limit {
+                    return out;
+                }
+                out.push(s);
+            }
+        }
+        out
     }
+}
+
+/// One beacon's samples as shown.
+fn expand(a: &Accepted) -> Vec<RecentSample> {
+    let b = &a.beacon;
+    let at = DateTime::<Utc>::from_timestamp_millis(a.received_at_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true);
+    b.metrics
+        .iter()
+        .map(|s| RecentSample {
+            received_at: at.clone(),
+            page: b.url.page().to_string(),
+            path: b.url.path().to_string(),
+            host: b.url.host().to_string(),
+            device: a.device.as_str(),
+            release: b.release.as_ref().map(|r| r.as_str().to_string()),
+            nav: b.nav.as_str(),
+            metric: s.metric.as_str(),
+            value: s.value,
+            id: s.id.clone(),
+            attribution: s
+                .attribution
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok()),
+        })
+        .collect()
 }

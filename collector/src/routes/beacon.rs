@@ -163,9 +163,6 @@ fn check(
 async fn store(state: &AppState, mut accepted: Accepted) -> Result<(), IngestError> {
     let samples = accepted.beacon.metrics.len() as u64;
     accepted.id = state.intake.offer(&accepted).await?;
-    // /v1/recent shows only what was accepted.
-    let (site, entries) = crate::recent::Recent::prepare(&accepted);
-    state.recent.push(site, entries);
     state
         .metrics
         .beacons_accepted
@@ -174,6 +171,8 @@ async fn store(state: &AppState, mut accepted: Accepted) -> Result<(), IngestErr
         .metrics
         .samples_accepted
         .fetch_add(samples, Ordering::Relaxed);
+    // /v1/recent shows only what was accepted.
+    state.recent.push(accepted);
     Ok(())
 }
 
