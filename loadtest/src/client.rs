@@ -28,7 +28,10 @@ pub async fn connect(addr: SocketAddr) -> anyhow::Result<Connection> {
 }
 
 /// Sends a request on a connection and reads the whole answer.
-pub async fn send(conn: &mut Connection, req: Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)> {
+pub async fn send(
+    conn: &mut Connection,
+    req: Request<Full<Bytes>>,
+) -> anyhow::Result<(u16, Bytes)> {
     conn.ready().await?;
     let resp = conn.send_request(req).await?;
     let status = resp.status().as_u16();
@@ -120,7 +123,9 @@ pub fn loopback_target(url: &str) -> anyhow::Result<SocketAddr> {
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "loadtest", about = "Load generator with ground truth for fieldvitals, and benchmark helpers")]
+#[command(
+    name = "loadtest",
+    about = "Load generator with ground truth for fieldvitals, and benchmark helpers"
+)]
 struct Cli {
     /// Tokio worker threads (the generator shares the machine with the server under test: keep it small).
     #[arg(long, global = true, default_value_t = 1)]
@@ -257,7 +260,9 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let mut code = ExitCode::SUCCESS;
             let mut text = summary.text();
             if verify {
-                let v = loadtest::verify::verify(addr, &w, &outcome.accepted, outcome.last_accepted_at).await?;
+                let v =
+                    loadtest::verify::verify(addr, &w, &outcome.accepted, outcome.last_accepted_at)
+                        .await?;
                 let c = &v.comparison;
                 text.push_str(&format!(
                     "verify: {} accepted beacons, {} groups, {} mismatches, largest p75 error {:.4}%, queryable {}\n",
@@ -319,7 +324,11 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     bytes::Bytes::from(seed::clickhouse_schema(&seed.table)),
                 )
                 .await?;
-                anyhow::ensure!(status == 200, "create table: {status}: {}", String::from_utf8_lossy(&body));
+                anyhow::ensure!(
+                    status == 200,
+                    "create table: {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
                 let t = Instant::now();
                 let rows = seed::seed_clickhouse(addr, &seed.table, &auth, &cfg).await?;
                 println!(

@@ -181,7 +181,13 @@ impl Summary {
         let codes: Vec<String> = self
             .statuses
             .iter()
-            .map(|(k, v)| if k == "0" { format!("errors: {v}") } else { format!("{k}: {v}") })
+            .map(|(k, v)| {
+                if k == "0" {
+                    format!("errors: {v}")
+                } else {
+                    format!("{k}: {v}")
+                }
+            })
             .collect();
         s.push_str(&format!("status: {}\n", codes.join(", ")));
         let line = |name: &str, p: &Percentiles| {
@@ -225,7 +231,10 @@ impl Shared {
         .header(hyper::header::HOST, &self.host);
         let builder = match &self.target {
             Target::Collector => builder
-                .header(hyper::header::USER_AGENT, crate::workload::USER_AGENTS[ua as usize].0)
+                .header(
+                    hyper::header::USER_AGENT,
+                    crate::workload::USER_AGENTS[ua as usize].0,
+                )
                 .header(hyper::header::CONTENT_TYPE, "text/plain;charset=UTF-8"),
             Target::ClickHouse { user, password, .. } => {
                 let mut b = builder;
@@ -256,7 +265,9 @@ pub fn clickhouse_rows(w: &Workload, v: &PageView, ts_ms: i64) -> String {
     let site = &w.sites()[v.site as usize].name;
     let page = w.page_key(v.site, v.page);
     let device = crate::workload::USER_AGENTS[v.ua as usize].1.as_str();
-    let release = crate::workload::RELEASES[v.release as usize].0.unwrap_or("");
+    let release = crate::workload::RELEASES[v.release as usize]
+        .0
+        .unwrap_or("");
     let nav = crate::workload::NAVS[v.nav as usize].1;
     let mut s = String::with_capacity(600);
     for (m, value) in Metric::ALL.iter().zip(v.values) {
@@ -386,7 +397,10 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         let n = cfg
             .count
             .ok_or_else(|| anyhow::anyhow!("pre-generating bodies needs --count"))?;
-        anyhow::ensure!(n <= 20_000_000, "pre-generating more than 20M bodies: use on-the-fly generation");
+        anyhow::ensure!(
+            n <= 20_000_000,
+            "pre-generating more than 20M bodies: use on-the-fly generation"
+        );
         Some(
             (0..n)
                 .map(|i| make_body(&workload, &cfg.target, &workload.page_view(i)))
@@ -410,7 +424,9 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
     }
 
     let start = Instant::now();
-    let deadline = cfg.duration.map_or(start + Duration::from_secs(86_400 * 365), |d| start + d);
+    let deadline = cfg
+        .duration
+        .map_or(start + Duration::from_secs(86_400 * 365), |d| start + d);
     let (jobs, pacer) = match cfg.rate {
         Some(rate) => {
             let (tx, rx) = async_channel::bounded::<(u64, Instant)>(1 << 20);
@@ -473,7 +489,10 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
                 } else {
                     pb2.set_position(start.elapsed().as_millis() as u64);
                 }
-                pb2.set_message(format!("{done} sent, {:.0}/s", done as f64 / secs.max(1e-3)));
+                pb2.set_message(format!(
+                    "{done} sent, {:.0}/s",
+                    done as f64 / secs.max(1e-3)
+                ));
             }
         });
         (pb, ticker)

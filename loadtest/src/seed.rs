@@ -54,13 +54,11 @@ impl SeedConfig {
     /// The page views to seed, in order, until `samples` are reached.
     pub fn page_views<'a>(&'a self, w: &'a Workload) -> impl Iterator<Item = PageView> + 'a {
         let mut total = 0u64;
-        (0u64..)
-            .map(|i| w.page_view(i))
-            .take_while(move |v| {
-                let more = total < self.samples;
-                total += v.values.iter().flatten().count() as u64;
-                more
-            })
+        (0u64..).map(|i| w.page_view(i)).take_while(move |v| {
+            let more = total < self.samples;
+            total += v.values.iter().flatten().count() as u64;
+            more
+        })
     }
 }
 
@@ -143,7 +141,12 @@ pub async fn seed_clickhouse(
     Ok(rows)
 }
 
-async fn insert(addr: SocketAddr, path: &str, auth: &[(&str, &str)], body: String) -> anyhow::Result<()> {
+async fn insert(
+    addr: SocketAddr,
+    path: &str,
+    auth: &[(&str, &str)],
+    body: String,
+) -> anyhow::Result<()> {
     let (status, answer) = client::post(addr, path, auth, Bytes::from(body)).await?;
     anyhow::ensure!(
         status == 200,
@@ -222,19 +225,29 @@ pub async fn query_bench(
         let t = Instant::now();
         let (status, body) = client::get(collector, &q).await?;
         fv_times.push(t.elapsed().as_secs_f64() * 1000.0);
-        anyhow::ensure!(status == 200, "fieldvitals query: {status}: {}", String::from_utf8_lossy(&body));
+        anyhow::ensure!(
+            status == 200,
+            "fieldvitals query: {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
         fv_json = serde_json::from_slice(&body)?;
     }
     // Both sides answer over exactly the effective range fieldvitals reports.
     let parse = |k: &str| -> anyhow::Result<i64> {
-        Ok(chrono::DateTime::parse_from_rfc3339(fv_json[k].as_str().unwrap_or_default())?.timestamp_millis())
+        Ok(
+            chrono::DateTime::parse_from_rfc3339(fv_json[k].as_str().unwrap_or_default())?
+                .timestamp_millis(),
+        )
     };
     let (from_ms, to_ms) = (parse("from")?, parse("to")?);
     let mut fv_pages = BTreeMap::new();
     for row in fv_json["rows"].as_array().into_iter().flatten() {
         fv_pages.insert(
             row["page"].as_str().unwrap_or_default().to_string(),
-            (row["p75"].as_f64().unwrap_or(f64::NAN), row["n"].as_u64().unwrap_or(0)),
+            (
+                row["p75"].as_f64().unwrap_or(f64::NAN),
+                row["n"].as_u64().unwrap_or(0),
+            ),
         );
     }
     let sql = format!(
@@ -248,19 +261,29 @@ pub async fn query_bench(
         let t = Instant::now();
         let (status, body) = client::post(clickhouse, "/", auth, Bytes::from(sql.clone())).await?;
         ch_times.push(t.elapsed().as_secs_f64() * 1000.0);
-        anyhow::ensure!(status == 200, "ClickHouse query: {status}: {}", String::from_utf8_lossy(&body));
+        anyhow::ensure!(
+            status == 200,
+            "ClickHouse query: {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
         ch_body = body;
     }
     let mut ch_pages = BTreeMap::new();
     for line in String::from_utf8_lossy(&ch_body).lines() {
         let f: Vec<&str> = line.split('\t').collect();
         if f.len() == 3 {
-            ch_pages.insert(f[0].to_string(), (f[1].parse::<f64>()?, f[2].parse::<u64>()?));
+            ch_pages.insert(
+                f[0].to_string(),
+                (f[1].parse::<f64>()?, f[2].parse::<u64>()?),
+            );
         }
     }
     // The truth, regenerated.
     let mut raw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let slot = Metric::ALL.iter().position(|m| *m == metric).expect("metric is in ALL");
+    let slot = Metric::ALL
+        .iter()
+        .position(|m| *m == metric)
+        .expect("metric is in ALL");
     for v in cfg.page_views(&w) {
         let ts = cfg.received_at_ms(v.index);
         if ts >= from_ms && ts < to_ms {
@@ -339,7 +362,10 @@ mod tests {
         };
         let w = cfg.workload();
         let views: Vec<PageView> = cfg.page_views(&w).collect();
-        let samples: u64 = views.iter().map(|v| v.values.iter().flatten().count() as u64).sum();
+        let samples: u64 = views
+            .iter()
+            .map(|v| v.values.iter().flatten().count() as u64)
+            .sum();
         assert!((10_000..10_005).contains(&samples), "{samples}");
         for v in &views {
             let t = cfg.received_at_ms(v.index);

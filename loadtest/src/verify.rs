@@ -31,7 +31,11 @@ async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<serde_json::Va
 pub async fn queryable_total(addr: SocketAddr, site: &str, metric: Metric) -> anyhow::Result<u64> {
     let v = get_json(
         addr,
-        &format!("/v1/p75?site={}&metric={}", encode_query_value(site), metric.as_str()),
+        &format!(
+            "/v1/p75?site={}&metric={}",
+            encode_query_value(site),
+            metric.as_str()
+        ),
     )
     .await?;
     Ok(v["rows"]
@@ -74,7 +78,10 @@ pub async fn wait_until_queryable(
 }
 
 /// Every group the collector reports for the workload's sites, by page, device and release.
-pub async fn observed(addr: SocketAddr, w: &Workload) -> anyhow::Result<BTreeMap<GroupKey, Observed>> {
+pub async fn observed(
+    addr: SocketAddr,
+    w: &Workload,
+) -> anyhow::Result<BTreeMap<GroupKey, Observed>> {
     let mut out = BTreeMap::new();
     for site in w.sites() {
         for metric in Metric::ALL {

@@ -56,7 +56,14 @@ const SITES: &[(&str, &str, u32, u32)] = &[
 ];
 
 const SECTIONS: &[&str] = &[
-    "category", "guide", "blog", "help", "collections", "about", "topics", "stories",
+    "category",
+    "guide",
+    "blog",
+    "help",
+    "collections",
+    "about",
+    "topics",
+    "stories",
 ];
 
 /// What the generator needs to know.
@@ -258,7 +265,8 @@ impl Workload {
             ^ ((page as u64) << 8)
             ^ ((device.code() as u64) << 4)
             ^ release as u64;
-        let page_group = ((self.config.seed.wrapping_mul(31) + site as u64) << 40) ^ ((page as u64) << 8);
+        let page_group =
+            ((self.config.seed.wrapping_mul(31) + site as u64) << 40) ^ ((page as u64) << 8);
         // Slow pages are slow on every device; phones are slower; a release shifts things a little.
         let page_factor = group_factor(page_group, 0.35);
         let device_factor = match device {
@@ -370,11 +378,15 @@ mod tests {
         for i in 0..5000 {
             let v = w.page_view(i);
             let body = w.body(&v);
-            let b = vitals::decode_beacon(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
+            let b =
+                vitals::decode_beacon(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
             assert_eq!(b.url.page(), w.page_key(v.site, v.page), "{body}");
             assert_eq!(b.site.as_str(), w.sites()[v.site as usize].name);
             assert_eq!(b.nav, NAVS[v.nav as usize].0);
-            assert_eq!(b.release.as_ref().map(|r| r.as_str()), RELEASES[v.release as usize].0);
+            assert_eq!(
+                b.release.as_ref().map(|r| r.as_str()),
+                RELEASES[v.release as usize].0
+            );
             let sent: Vec<(Metric, f64)> = Metric::ALL
                 .iter()
                 .zip(v.values)
@@ -416,7 +428,11 @@ mod tests {
         sorted.sort_by(f64::total_cmp);
         assert!(sorted[sorted.len() / 2] < 0.05 && sorted[sorted.len() * 999 / 1000] > 0.5);
         // Long tail of pages: the top page of the shop gets far more than a tail page, and many pages are seen.
-        let shop: Vec<u32> = views.iter().filter(|v| v.site == 0).map(|v| v.page).collect();
+        let shop: Vec<u32> = views
+            .iter()
+            .filter(|v| v.site == 0)
+            .map(|v| v.page)
+            .collect();
         let top = shop.iter().filter(|&&p| p == 0).count();
         let distinct: std::collections::HashSet<u32> = shop.iter().copied().collect();
         assert!(top > shop.len() / 20, "{top}");

@@ -74,10 +74,7 @@ mod tests {
             let want = z.probability(k) * n as f64;
             let got = counts[k] as f64;
             let tolerance = 5.0 * want.sqrt();
-            assert!(
-                (got - want).abs() < tolerance,
-                "rank {k}: {got} vs {want}"
-            );
+            assert!((got - want).abs() < tolerance, "rank {k}: {got} vs {want}");
         }
         // The long tail is really drawn: every rank of the last 100 gets something in expectation ~53, and the
         // whole tail half carries its share (~10%).
