@@ -86,9 +86,9 @@ enum Cmd {
         /// No progress bar.
         #[arg(long)]
         no_progress: bool,
-        /// Build every body before the clock starts (needs --count; default when --count is at most 2,000,000).
-        #[arg(long)]
-        pregenerate: Option<bool>,
+        /// Distinct page views, built before the clock starts; beacon i is page view i % pool.
+        #[arg(long, default_value_t = 500_000)]
+        pool: u64,
         /// Insert each beacon's samples straight into this ClickHouse table (the "no collector" design) instead of
         /// posting beacons; --target is then ClickHouse's HTTP interface.
         #[arg(long)]
@@ -193,11 +193,18 @@ impl SeedArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cli.threads.max(1))
-        .enable_all()
-        .build()
-    {
+    // One thread: a current-thread runtime, so connection tasks and workers never cross threads.
+    let rt = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("loadtest: cannot start the runtime: {e}");
@@ -224,7 +231,7 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
             verify,
             format,
             no_progress,
-            pregenerate,
+            pool,
             clickhouse_table,
             clickhouse_user,
             clickhouse_password,
@@ -252,7 +259,7 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 count,
                 duration: duration.map(Duration::from_secs_f64),
                 progress: !no_progress,
-                pregenerate: pregenerate.unwrap_or(count.is_some_and(|n| n <= 2_000_000)),
+                pool,
             };
             let outcome = run(w.clone(), &cfg).await?;
             let summary = outcome.summary(&cfg);

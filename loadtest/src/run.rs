@@ -53,8 +53,10 @@ pub struct RunConfig {
     pub duration: Option<Duration>,
     /// Show a progress bar on stderr.
     pub progress: bool,
-    /// Build every request body before starting (keeps generation cost out of the measurement).
-    pub pregenerate: bool,
+    /// Distinct page views: beacon `i` is page view `i % pool`. Their bodies are all built before the clock starts,
+    /// so the generator spends its time sending; a run longer than the pool repeats page views (the ground truth
+    /// counts each repetition).
+    pub pool: u64,
 }
 
 /// What happened.
@@ -70,7 +72,8 @@ pub struct RunOutcome {
     pub completed: u64,
     /// Wall time from start until the last answer.
     pub elapsed: Duration,
-    /// Indices of accepted beacons (204 from a collector, 200 from ClickHouse), sorted.
+    /// Page-view indices of accepted beacons (204 from a collector, 200 from ClickHouse), sorted; a page view sent
+    /// twice appears twice.
     pub accepted: Vec<u64>,
     /// Samples in the accepted beacons.
     pub accepted_samples: u64,
@@ -207,20 +210,16 @@ fn new_hist() -> Histogram<u64> {
 }
 
 struct Shared {
-    workload: Arc<Workload>,
     target: Target,
     host: String,
-    bodies: Option<Vec<(Bytes, u16)>>,
+    bodies: Vec<(Bytes, u16)>,
     completed: AtomicU64,
     stop: AtomicBool,
 }
 
 impl Shared {
     fn request(&self, i: u64) -> Request<Full<Bytes>> {
-        let (body, ua) = match &self.bodies {
-            Some(b) => b[i as usize].clone(),
-            None => make_body(&self.workload, &self.target, &self.workload.page_view(i)),
-        };
+        let (body, ua) = self.bodies[(i % self.bodies.len() as u64) as usize].clone();
         let builder = Request::post(match &self.target {
             Target::Collector => "/v1/beacon".to_string(),
             Target::ClickHouse { table, .. } => format!(
@@ -258,6 +257,27 @@ pub fn make_body(w: &Workload, target: &Target, v: &PageView) -> (Bytes, u16) {
         Target::ClickHouse { .. } => clickhouse_rows(w, v, chrono::Utc::now().timestamp_millis()),
     };
     (Bytes::from(body), v.ua)
+}
+
+/// Builds the bodies of page views `0..n` on every core.
+fn pregenerate(w: &Workload, target: &Target, n: u64) -> Vec<(Bytes, u16)> {
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()) as u64;
+    let chunk = n.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t * chunk..((t + 1) * chunk).min(n))
+                        .map(|i| make_body(w, target, &w.page_view(i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("generator thread"))
+            .collect()
+    })
 }
 
 /// One JSON row per sample: what a "no collector" endpoint would insert.
@@ -342,7 +362,7 @@ async fn worker(
             .saturating_record((done.duration_since(started).as_micros() as u64).max(1));
         *r.statuses.entry(status).or_default() += 1;
         if status == ok_status {
-            r.accepted.push(i);
+            r.accepted.push(i % shared.bodies.len() as u64);
             r.last_accepted_at = Some(done);
         }
         shared.completed.fetch_add(1, Ordering::Relaxed);
@@ -393,24 +413,9 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         anyhow::ensure!(r > 0.0 && r.is_finite(), "--rate must be above 0");
     }
     let count = cfg.count.unwrap_or(u64::MAX);
-    let bodies = if cfg.pregenerate {
-        let n = cfg
-            .count
-            .ok_or_else(|| anyhow::anyhow!("pre-generating bodies needs --count"))?;
-        anyhow::ensure!(
-            n <= 20_000_000,
-            "pre-generating more than 20M bodies: use on-the-fly generation"
-        );
-        Some(
-            (0..n)
-                .map(|i| make_body(&workload, &cfg.target, &workload.page_view(i)))
-                .collect(),
-        )
-    } else {
-        None
-    };
+    anyhow::ensure!(cfg.pool >= 1, "--pool must be at least 1");
+    let bodies = pregenerate(&workload, &cfg.target, cfg.pool.min(count));
     let shared = Arc::new(Shared {
-        workload: workload.clone(),
         target: cfg.target.clone(),
         host: cfg.addr.to_string(),
         bodies,
