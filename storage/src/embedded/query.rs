@@ -35,6 +35,9 @@ pub fn plan(from: i64, to: i64, hours_until: i64, days_until: i64) -> Vec<(Resol
     out
 }
 
+/// A group's (bucket, count) pairs in row order, and its rating counts.
+type PendingGroup = (Vec<(u64, u64)>, [u64; 3]);
+
 pub fn histograms(
     conn: &Connection,
     q: &HistQuery,
@@ -73,7 +76,7 @@ fn read(conn: &Connection, q: &HistQuery) -> Result<Vec<(GroupKey, Histogram)>, 
     let mut stmt = conn.prepare_cached(&sql)?;
     // Per group, every row's (bucket, count) pairs are collected and sorted once at the end: merging row by row
     // re-sorted the group's histogram for each of its (often thousands of) rows.
-    let mut groups: HashMap<GroupKey, (Vec<(u64, u64)>, [u64; 3])> = HashMap::new();
+    let mut groups: HashMap<GroupKey, PendingGroup> = HashMap::new();
     for (res, start, end) in plan(q.from_ms, q.to_ms, hours_until, days_until) {
         let mut params: Vec<Value> = vec![
             Value::Text(q.site.clone()),
