@@ -79,6 +79,9 @@ pub struct RunOutcome {
     pub accepted_samples: u64,
     /// When the last accepted beacon was answered.
     pub last_accepted_at: Option<Instant>,
+    /// Open loop: beacons due before the deadline that were still waiting for a connection when it came (the
+    /// server fell behind the offered rate).
+    pub backlog: u64,
 }
 
 /// The JSON-friendly summary.
@@ -104,6 +107,8 @@ pub struct Summary {
     pub accepted_samples_rate: f64,
     /// Status code counts ("0" is a connection error).
     pub statuses: BTreeMap<String, u64>,
+    /// Open loop: beacons due before the deadline but never sent (the server fell behind the offered rate).
+    pub backlog: u64,
     /// Latency percentiles in milliseconds (from the intended send time in open loop).
     pub latency_ms: Percentiles,
     /// Service time percentiles in milliseconds.
@@ -152,6 +157,7 @@ impl RunOutcome {
             accepted: self.accepted.len() as u64,
             accepted_rate: self.accepted.len() as f64 / secs,
             accepted_samples_rate: self.accepted_samples as f64 / secs,
+            backlog: self.backlog,
             statuses: self
                 .statuses
                 .iter()
@@ -193,6 +199,12 @@ impl Summary {
             })
             .collect();
         s.push_str(&format!("status: {}\n", codes.join(", ")));
+        if self.backlog > 0 {
+            s.push_str(&format!(
+                "backlog: {} beacons due before the deadline were never sent: the server did not keep up\n",
+                self.backlog
+            ));
+        }
         let line = |name: &str, p: &Percentiles| {
             format!(
                 "{name:<9} p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms\n",
@@ -373,7 +385,10 @@ async fn worker(
 /// Where workers get their next beacon index (and its intended send time in open loop).
 #[derive(Clone)]
 enum Jobs {
-    Open(async_channel::Receiver<(u64, Instant)>),
+    Open {
+        rx: async_channel::Receiver<(u64, Instant)>,
+        deadline: Instant,
+    },
     Closed {
         next: Arc<AtomicU64>,
         count: u64,
@@ -385,7 +400,14 @@ enum Jobs {
 impl Jobs {
     async fn next(&self) -> Option<(u64, Option<Instant>)> {
         match self {
-            Jobs::Open(rx) => rx.recv().await.ok().map(|(i, t)| (i, Some(t))),
+            Jobs::Open { rx, deadline } => {
+                // A bounded run ends on time: beacons still queued behind a server that cannot keep up are
+                // counted as a backlog, not sent after the deadline.
+                if Instant::now() >= *deadline {
+                    return None;
+                }
+                rx.recv().await.ok().map(|(i, t)| (i, Some(t)))
+            }
             Jobs::Closed {
                 next,
                 count,
@@ -457,7 +479,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
                         i += 1;
                     }
                 })?;
-            (Jobs::Open(rx), Some(pacer))
+            (Jobs::Open { rx, deadline }, Some(pacer))
         }
         None => (
             Jobs::Closed {
@@ -522,6 +544,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         accepted: Vec::new(),
         accepted_samples: 0,
         last_accepted_at: None,
+        backlog: 0,
     };
     for h in handles {
         let r = h.await?;
@@ -534,6 +557,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         out.last_accepted_at = out.last_accepted_at.max(r.last_accepted_at);
     }
     out.elapsed = start.elapsed();
+    // Every worker (and so every receiver) is gone: a pacer blocked on a full queue now gets an error and stops.
     if let Some(p) = pacer {
         let _ = p.join();
     }
@@ -542,6 +566,10 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         pb.finish_and_clear();
     }
     out.completed = shared.completed.load(Ordering::Relaxed);
+    if let (Some(rate), Some(d)) = (cfg.rate, cfg.duration) {
+        let due = ((d.as_secs_f64() * rate).ceil() as u64).min(count);
+        out.backlog = due.saturating_sub(out.completed);
+    }
     out.accepted.sort_unstable();
     out.accepted_samples = out
         .accepted
