@@ -267,9 +267,14 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let mut code = ExitCode::SUCCESS;
             let mut text = summary.text();
             if verify {
-                let v =
-                    loadtest::verify::verify(addr, &w, &outcome.accepted, outcome.last_accepted_at)
-                        .await?;
+                let v = loadtest::verify::verify(
+                    addr,
+                    &w,
+                    &outcome.accepted,
+                    &outcome.totals,
+                    outcome.last_accepted_at,
+                )
+                .await?;
                 let c = &v.comparison;
                 text.push_str(&format!(
                     "verify: {} accepted beacons, {} groups, {} mismatches, largest p75 error {:.4}%, queryable {}\n",

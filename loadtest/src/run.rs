@@ -82,6 +82,9 @@ pub struct RunOutcome {
     /// Open loop: beacons due before the deadline that were still waiting for a connection when it came (the
     /// server fell behind the offered rate).
     pub backlog: u64,
+    /// Accepted samples per site index and metric (in [`Metric::ALL`] order): what must become queryable. Counted
+    /// from a table built with the bodies, so `--verify` can start measuring freshness at once.
+    pub totals: Vec<[u64; 5]>,
 }
 
 /// The JSON-friendly summary.
@@ -437,6 +440,19 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
     let count = cfg.count.unwrap_or(u64::MAX);
     anyhow::ensure!(cfg.pool >= 1, "--pool must be at least 1");
     let bodies = pregenerate(&workload, &cfg.target, cfg.pool.min(count));
+    // Per pool entry: its site and which metrics it carries (bit per metric).
+    let shape: Vec<(u16, u8)> = (0..bodies.len() as u64)
+        .map(|i| {
+            let v = workload.page_view(i);
+            let mask = v
+                .values
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.is_some())
+                .fold(0u8, |m, (k, _)| m | (1 << k));
+            (v.site, mask)
+        })
+        .collect();
     let shared = Arc::new(Shared {
         target: cfg.target.clone(),
         host: cfg.addr.to_string(),
@@ -545,6 +561,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         accepted_samples: 0,
         last_accepted_at: None,
         backlog: 0,
+        totals: vec![[0; 5]; workload.sites().len()],
     };
     for h in handles {
         let r = h.await?;
@@ -571,10 +588,14 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         out.backlog = due.saturating_sub(out.completed);
     }
     out.accepted.sort_unstable();
-    out.accepted_samples = out
-        .accepted
-        .iter()
-        .map(|&i| workload.page_view(i).values.iter().flatten().count() as u64)
-        .sum();
+    for &i in &out.accepted {
+        let (site, mask) = shape[i as usize];
+        for (k, total) in out.totals[site as usize].iter_mut().enumerate() {
+            if mask & (1 << k) != 0 {
+                *total += 1;
+                out.accepted_samples += 1;
+            }
+        }
+    }
     Ok(out)
 }

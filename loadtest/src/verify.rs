@@ -46,25 +46,22 @@ pub async fn queryable_total(addr: SocketAddr, site: &str, metric: Metric) -> an
 }
 
 /// Waits until every site's totals are queryable (or `timeout` passes); returns how long that took.
+/// `totals[site][metric]` are the accepted samples per site index and metric ([`Metric::ALL`] order).
 pub async fn wait_until_queryable(
     addr: SocketAddr,
     w: &Workload,
-    truth: &GroundTruth,
+    totals: &[[u64; 5]],
     timeout: Duration,
 ) -> anyhow::Result<Option<Duration>> {
     let started = Instant::now();
     loop {
         let mut all = true;
-        for site in w.sites() {
-            for metric in Metric::ALL {
-                let want = truth.total(&site.name, metric);
-                if queryable_total(addr, &site.name, metric).await? < want {
+        'sites: for (site, want) in w.sites().iter().zip(totals) {
+            for (metric, want) in Metric::ALL.iter().zip(want) {
+                if queryable_total(addr, &site.name, *metric).await? < *want {
                     all = false;
-                    break;
+                    break 'sites;
                 }
-            }
-            if !all {
-                break;
             }
         }
         if all {
@@ -140,16 +137,18 @@ pub struct Verification {
     pub beacons: u64,
 }
 
-/// Waits for the accepted beacons to be queryable, then compares every group.
+/// Waits for the accepted beacons to be queryable (measuring freshness from the last accepted answer), then
+/// rebuilds the truth and compares every group.
 pub async fn verify(
     addr: SocketAddr,
     w: &Workload,
     accepted: &[u64],
+    totals: &[[u64; 5]],
     last_accepted_at: Option<Instant>,
 ) -> anyhow::Result<Verification> {
-    let truth = truth_of(w, accepted);
-    let waited = wait_until_queryable(addr, w, &truth, Duration::from_secs(30)).await?;
+    let waited = wait_until_queryable(addr, w, totals, Duration::from_secs(30)).await?;
     let freshness = waited.map(|_| last_accepted_at.map_or(Duration::ZERO, |t| t.elapsed()));
+    let truth = truth_of(w, accepted);
     let comparison = truth.compare(&observed(addr, w).await?);
     Ok(Verification {
         comparison,
