@@ -186,41 +186,59 @@ impl Histogram {
         (h.buckets.iter().map(|p| p.1).sum::<u64>() == h.count()).then_some(h)
     }
 
-    /// Adds another histogram into this one.
+    /// Adds another histogram into this one, in place.
+    ///
+    /// Why in place: a query folds many small rows (a few buckets each) into one large group histogram; building a
+    /// new vector on every merge made that quadratic in the group's bucket count. Here counts of shared buckets are
+    /// added where they are, and only the new buckets are merged in, from the back, within the one allocation.
     pub fn merge(&mut self, other: &Histogram) {
+        for i in 0..3 {
+            self.ratings[i] += other.ratings[i];
+        }
         if other.buckets.is_empty() {
             return;
         }
-        let mut out = Vec::with_capacity(self.buckets.len() + other.buckets.len());
-        let (mut a, mut b) = (
-            self.buckets.iter().peekable(),
-            other.buckets.iter().peekable(),
-        );
-        loop {
-            match (a.peek(), b.peek()) {
-                (Some(&&x), Some(&&y)) if x.0 == y.0 => {
-                    out.push((x.0, x.1 + y.1));
-                    a.next();
-                    b.next();
+        if self.buckets.is_empty() {
+            self.buckets.extend_from_slice(&other.buckets);
+            return;
+        }
+        // Buckets of `other` above the last of `self` are appended as they are; the rest are found or inserted.
+        let last = self.buckets[self.buckets.len() - 1].0;
+        let tail = other.buckets.partition_point(|&(b, _)| b <= last);
+        let mut fresh: Vec<(u64, u64)> = Vec::new();
+        let mut lo = 0;
+        for &(bucket, count) in &other.buckets[..tail] {
+            // `other` is sorted, so each search starts where the previous one ended.
+            match self.buckets[lo..].binary_search_by_key(&bucket, |&(b, _)| b) {
+                Ok(i) => {
+                    self.buckets[lo + i].1 += count;
+                    lo += i + 1;
                 }
-                (Some(&&x), Some(&&y)) if x.0 < y.0 => {
-                    out.push(x);
-                    a.next();
+                Err(i) => {
+                    fresh.push((bucket, count));
+                    lo += i;
                 }
-                (_, Some(&&y)) => {
-                    out.push(y);
-                    b.next();
-                }
-                (Some(&&x), None) => {
-                    out.push(x);
-                    a.next();
-                }
-                (None, None) => break,
             }
         }
-        self.buckets = out;
-        for i in 0..3 {
-            self.ratings[i] += other.ratings[i];
+        self.buckets.extend_from_slice(&other.buckets[tail..]);
+        if fresh.is_empty() {
+            return;
+        }
+        // Merge `fresh` (sorted, disjoint from `self`, all below the appended tail) into the head from the back.
+        let appended = other.buckets.len() - tail;
+        let head = self.buckets.len() - appended;
+        self.buckets
+            .splice(head..head, std::iter::repeat_n((0, 0), fresh.len()));
+        let (mut i, mut j, mut w) = (head, fresh.len(), head + fresh.len());
+        while j > 0 {
+            w -= 1;
+            if i > 0 && self.buckets[i - 1].0 > fresh[j - 1].0 {
+                self.buckets[w] = self.buckets[i - 1];
+                i -= 1;
+            } else {
+                self.buckets[w] = fresh[j - 1];
+                j -= 1;
+            }
         }
     }
 
@@ -371,6 +389,35 @@ pub fn exact_quantile(values: &[f64], q: Quantile) -> Option<f64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn merge_in_place_small_into_large_and_back() {
+        // Every shape of overlap: shared buckets, new ones below, between and above, and a long tail.
+        let mut large = Histogram::new();
+        for v in (0..3000).map(|i| i as f64 * 3.0) {
+            large.record(Metric::Lcp, v);
+        }
+        for extra in [
+            vec![1.0, 2.0, 3.0, 4000.0, 9001.0, 20_000.0, 50_000.0],
+            vec![0.0],
+            vec![1_000_000.0, 2_000_000.0],
+            vec![5.0, 7.0, 8999.0],
+            vec![],
+        ] {
+            let mut small = Histogram::new();
+            extra.iter().for_each(|v| small.record(Metric::Lcp, *v));
+            let mut want = large.clone();
+            extra.iter().for_each(|v| want.record(Metric::Lcp, *v));
+            let mut merged = large.clone();
+            merged.merge(&small);
+            assert_eq!(merged, want, "large += {extra:?}");
+            let mut other_way = small.clone();
+            other_way.merge(&large);
+            assert_eq!(other_way, want, "{extra:?} += large");
+            large = want;
+        }
+        assert!(large.buckets().windows(2).all(|w| w[0].0 < w[1].0));
+    }
 
     #[test]
     fn quantile_parse_is_exact_decimal() {

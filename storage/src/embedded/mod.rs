@@ -305,6 +305,62 @@ mod tests {
         assert_eq!(reopened.stored_through(), 9);
     }
 
+    fn rows(conn: &Connection, res: Resolution) -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM hist WHERE res = ?1",
+            [res as i64],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    /// Old minute rows are pruned once their hour is rolled up and out of the minute horizon, and the (table-scanning)
+    /// DELETE runs again only when the cut has moved by an hour.
+    #[test]
+    fn prunes_when_the_cut_moves_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = schema::open_writer(&dir.path().join(DB_FILE)).unwrap();
+        let t0 = 20_000 * DAY_MS + 7 * HOUR_MS;
+        conn.execute("DELETE FROM meta", []).unwrap();
+        let tx = conn.transaction().unwrap();
+        rollup::init_watermarks(&tx, t0).unwrap();
+        tx.commit().unwrap();
+        let write = |conn: &mut Connection, at: i64| {
+            let mut d = MinuteDeltas::default();
+            d.record(&Accepted {
+                id: 1,
+                received_at_ms: at,
+                device: DeviceClass::Phone,
+                beacon: beacon("s", "/p", 100.0),
+            });
+            rollup::write_deltas(conn, &d).unwrap();
+        };
+        write(&mut conn, t0 + 5 * MINUTE_MS);
+        assert_eq!(rows(&conn, Resolution::Minute), 1);
+        // Three days later every hour is rolled up and the minute is far beyond 48 hours: pruned.
+        let now = t0 + 3 * DAY_MS;
+        rollup::roll_up_and_prune(&mut conn, now, 0).unwrap();
+        assert_eq!(rows(&conn, Resolution::Minute), 0);
+        assert!(rows(&conn, Resolution::Hour) >= 1);
+        // A late minute row below the applied cut stays while the cut has not moved (no scan every second)…
+        write(&mut conn, t0 + 6 * MINUTE_MS);
+        rollup::roll_up_and_prune(&mut conn, now + 30 * MINUTE_MS, 0).unwrap();
+        assert_eq!(rows(&conn, Resolution::Minute), 1);
+        // …and goes when it moves by an hour. Its sample reached the hour and day rows all along.
+        rollup::roll_up_and_prune(&mut conn, now + 61 * MINUTE_MS, 0).unwrap();
+        assert_eq!(rows(&conn, Resolution::Minute), 0);
+        let q = HistQuery {
+            site: "s".into(),
+            metric: Metric::Lcp,
+            from_ms: Resolution::Day.floor(t0),
+            to_ms: Resolution::Day.floor(t0) + DAY_MS,
+            by: GroupBy::default(),
+            filters: Filters::default(),
+        };
+        let got = query::histograms(&conn, &q).unwrap();
+        assert_eq!(got[0].1.count(), 2);
+    }
+
     /// Samples over three days, rolled up as time passes, must read back exactly as if recorded directly, for
     /// ranges that cut across minutes, hours and days — including late deltas into already rolled-up hours.
     #[test]

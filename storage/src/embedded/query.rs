@@ -35,6 +35,9 @@ pub fn plan(from: i64, to: i64, hours_until: i64, days_until: i64) -> Vec<(Resol
     out
 }
 
+/// A group's (bucket, count) pairs in row order, and its rating counts.
+type PendingGroup = (Vec<(u64, u64)>, [u64; 3]);
+
 pub fn histograms(
     conn: &Connection,
     q: &HistQuery,
@@ -71,7 +74,9 @@ fn read(conn: &Connection, q: &HistQuery) -> Result<Vec<(GroupKey, Histogram)>, 
         sql.push_str(&format!(" AND nav = ?{}", 5 + extra.len()));
     }
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut groups: HashMap<GroupKey, Histogram> = HashMap::new();
+    // Per group, every row's (bucket, count) pairs are collected and sorted once at the end: merging row by row
+    // re-sorted the group's histogram for each of its (often thousands of) rows.
+    let mut groups: HashMap<GroupKey, PendingGroup> = HashMap::new();
     for (res, start, end) in plan(q.from_ms, q.to_ms, hours_until, days_until) {
         let mut params: Vec<Value> = vec![
             Value::Text(q.site.clone()),
@@ -91,10 +96,23 @@ fn read(conn: &Connection, q: &HistQuery) -> Result<Vec<(GroupKey, Histogram)>, 
                 .ok_or_else(|| StoreError::Other("embedded store: unknown nav code".into()))?;
             let h = Histogram::decode(row.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?)?;
             let key = GroupKey::project(q.by, &page, device, &release, nav);
-            groups.entry(key).or_default().merge(&h);
+            let (pairs, ratings) = groups.entry(key).or_default();
+            pairs.extend_from_slice(h.buckets());
+            for (total, r) in ratings.iter_mut().zip(h.rating_counts()) {
+                *total += r;
+            }
         }
     }
-    Ok(groups.into_iter().collect())
+    groups
+        .into_iter()
+        .map(|(key, (pairs, ratings))| {
+            Histogram::from_parts(pairs, ratings)
+                .map(|h| (key, h))
+                .ok_or_else(|| {
+                    StoreError::Other("embedded store: bucket and rating counts disagree".into())
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# The benchmarks of docs/benchmarks.md, side by side in one run on one machine: `bash loadtest/bench.sh [steps…]`.
+#
+# Steps (default: all that can run here): ingest (1 sink, 2 collector, wrk cross-check, verify + freshness),
+# clickhouse-collector (3, needs CH_COLLECTOR_BIN: a collector build with --clickhouse-url), direct (4, one
+# ClickHouse INSERT per beacon), query (5, 10M samples, 1,000 pages, 28 days), rss (5 minutes, 100,000 pages).
+#
+# Environment:
+#   COLLECTOR_BIN     collector under test (default: this tree's, built in release)
+#   CH_COLLECTOR_BIN  collector build that has the ClickHouse store (step 3 is skipped without it)
+#   LOADTEST_BIN      loadtest (default: this tree's, built in release)
+#   OUT               results directory (default /tmp/fv-bench); every run's JSON lands there
+#   DURATION          seconds per throughput run (default 20); RSS_SECONDS (default 300)
+#   CONNECTIONS       keep-alive connections (default 64); LOADTEST_THREADS (default 1)
+#   QUERY_SAMPLES     samples seeded for step 5 (default 10000000)
+# ClickHouse: a private server from .ci/clickhouse.sh (ports 18223/19100, data in $OUT/clickhouse).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+OUT="${OUT:-/tmp/fv-bench}"
+DURATION="${DURATION:-20}"
+RSS_SECONDS="${RSS_SECONDS:-300}"
+CONNECTIONS="${CONNECTIONS:-64}"
+LOADTEST_THREADS="${LOADTEST_THREADS:-1}"
+QUERY_SAMPLES="${QUERY_SAMPLES:-10000000}"
+SINK_PORT=18099
+COLLECTOR_PORT=18080
+ADMIN_PORT=18090
+export FV_CH_DIR="$OUT/clickhouse" FV_CH_HTTP_PORT=18223 FV_CH_TCP_PORT=19100
+CH_URL="http://127.0.0.1:$FV_CH_HTTP_PORT"
+mkdir -p "$OUT"
+STEPS="${*:-ingest clickhouse-collector direct query rss}"
+
+say() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)" | tee -a "$OUT/bench.log" >&2; }
+note() { echo "$*" | tee -a "$OUT/bench.log"; }
+
+if [ -z "${COLLECTOR_BIN:-}" ] || [ -z "${LOADTEST_BIN:-}" ]; then
+  say "build (release)"
+  cargo build --release -p collector -p loadtest
+  TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+  COLLECTOR_BIN="${COLLECTOR_BIN:-$TARGET/release/collector}"
+  LOADTEST_BIN="${LOADTEST_BIN:-$TARGET/release/loadtest}"
+fi
+LT=("$LOADTEST_BIN" --threads "$LOADTEST_THREADS")
+
+note "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+note "collector: $COLLECTOR_BIN"
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    if curl -fsS -o /dev/null "http://127.0.0.1:$1$2" 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing answers on port $1" >&2
+  return 1
+}
+
+start_collector() { # $1 data dir, then extra flags; sets CPID
+  local dir="$1"
+  shift
+  "$COLLECTOR_BIN" --listen "127.0.0.1:$COLLECTOR_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" --data-dir "$dir" "$@" \
+    >"$OUT/collector.log" 2>&1 &
+  CPID=$!
+  PIDS+=("$CPID")
+  wait_port "$COLLECTOR_PORT" /healthz
+}
+
+stop_pid() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+json_field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d'+sys.argv[2]))" "$@"; }
+
+# A run: $1 name, then loadtest run flags. Prints the text report, keeps the JSON.
+lt_run() {
+  local name="$1"
+  shift
+  "${LT[@]}" run --no-progress --format json "$@" >"$OUT/$name.json" || {
+    local rc=$?
+    note "$name: loadtest exited $rc"
+    [ "$rc" = 2 ] || return "$rc"
+  }
+  note "$name: $(python3 - "$OUT/$name.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); r = d["run"]; l = r["latency_ms"]
+s = f'{r["accepted_rate"]:.0f} beacons/s ({r["accepted_samples_rate"]:.0f} samples/s), statuses {r["statuses"]}, latency p50 {l["p50"]:.3f} p90 {l["p90"]:.3f} p99 {l["p99"]:.3f} p99.9 {l["p999"]:.3f} max {l["max"]:.3f} ms'
+if "verify" in d:
+    v = d["verify"]
+    s += f'; verify ok={v["ok"]} groups={v["groups"]} mismatches={v["mismatches"]} max_err={v["max_relative_error"]*100:.3f}% freshness={v["freshness_s"]} s'
+print(s)
+PY
+)"
+}
+
+rate_of() { json_field "$OUT/$1.json" '["run"]["accepted_rate"]'; }
+
+wrk_run() { # $1 name, $2 url
+  cat >"$OUT/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "text/plain;charset=UTF-8"
+wrk.headers["User-Agent"] = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36"
+wrk.body = '{"v":1,"site":"wrk","url":"https://shop.example/products/123?utm_source=x#top","release":"2026.11.2","nav":"navigate","metrics":[{"name":"LCP","value":2310.5},{"name":"INP","value":184},{"name":"CLS","value":0.031},{"name":"FCP","value":900.2},{"name":"TTFB","value":120.7}]}'
+LUA
+  if command -v wrk >/dev/null; then
+    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$OUT/post.lua" "$2" >"$OUT/$1.txt" 2>&1 || true
+    note "$1: $(grep -E 'Requests/sec' "$OUT/$1.txt" | tr -s ' '); $(grep -E '^ +99%' "$OUT/$1.txt" | tr -s ' ' | sed 's/^ /p99 /') ; non-2xx: $(grep -c 'Non-2xx' "$OUT/$1.txt" || true)"
+  fi
+}
+
+sample_rss() { # $1 pid, $2 file: VmRSS in KiB once a second while the pid lives
+  while kill -0 "$1" 2>/dev/null; do
+    awk -v t="$(date +%s)" '/VmRSS/{print t, $2}' "/proc/$1/status" 2>/dev/null >>"$2" || true
+    sleep 1
+  done
+}
+
+for step in $STEPS; do
+  case "$step" in
+  ingest)
+    say "(1) the limit: axum sink, read body, 204"
+    "${LT[@]}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
+    SPID=$!
+    PIDS+=("$SPID")
+    sleep 0.5
+    lt_run sink-max --target "http://127.0.0.1:$SINK_PORT" --duration "$DURATION" --connections "$CONNECTIONS"
+    SINK_MAX=$(rate_of sink-max)
+    wrk_run sink-wrk "http://127.0.0.1:$SINK_PORT/v1/beacon"
+    stop_pid "$SPID"
+
+    say "(2) fieldvitals, embedded store + spool, full path"
+    rm -rf "$OUT/data-ingest"
+    start_collector "$OUT/data-ingest"
+    lt_run collector-max --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix max
+    COLL_MAX=$(rate_of collector-max)
+    HALF=$(python3 -c "print(int($COLL_MAX/2))")
+    lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix half --verify
+    # Where the p99 stays low: lighter open-loop loads.
+    for pct in 25 10; do
+      lt_run "collector-open-$pct" --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($COLL_MAX*$pct/100))")" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix "open$pct"
+    done
+    wrk_run collector-wrk "http://127.0.0.1:$COLLECTOR_PORT/v1/beacon"
+    stop_pid "$CPID"
+    note "ratio (2)/(1) max beacons/s: $(python3 -c "print(round($COLL_MAX/$SINK_MAX, 3))")"
+    ;;
+  clickhouse-collector)
+    if [ -z "${CH_COLLECTOR_BIN:-}" ]; then
+      note "(3) skipped: set CH_COLLECTOR_BIN to a collector built with the ClickHouse store"
+      continue
+    fi
+    say "(3) fieldvitals with ClickHouse"
+    bash .ci/clickhouse.sh start >/dev/null
+    curl -fsS "$CH_URL/" --data-binary "DROP DATABASE IF EXISTS fv_bench" >/dev/null
+    rm -rf "$OUT/data-ch"
+    "$CH_COLLECTOR_BIN" --data-dir "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench migrate
+    SAVED="$COLLECTOR_BIN"
+    COLLECTOR_BIN="$CH_COLLECTOR_BIN"
+    start_collector "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench
+    COLLECTOR_BIN="$SAVED"
+    lt_run ch-collector-max --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chmax
+    CH_MAX=$(rate_of ch-collector-max)
+    lt_run ch-collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($CH_MAX/2))")" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chhalf --verify
+    stop_pid "$CPID"
+    [ -n "${SINK_MAX:-}" ] && note "ratio (3)/(1) max beacons/s: $(python3 -c "print(round($CH_MAX/$SINK_MAX, 3))")"
+    ;;
+  direct)
+    say "(4) no collector: one INSERT … FORMAT JSONEachRow per beacon into ClickHouse"
+    bash .ci/clickhouse.sh start >/dev/null
+    curl -fsS "$CH_URL/" --data-binary "DROP TABLE IF EXISTS default.fv_direct" >/dev/null
+    curl -fsS "$CH_URL/" --data-binary "CREATE TABLE default.fv_direct (ts UInt64, site String, page String, device String, release String, nav String, metric String, value Float64) ENGINE = MergeTree() PARTITION BY intDiv(ts, 86400000) ORDER BY (site, metric, page, ts)" >/dev/null
+    lt_run direct-max --target "$CH_URL" --clickhouse-table default.fv_direct --duration "$DURATION" --connections "$CONNECTIONS" --pool 50000
+    ROWS=$(curl -fsS "$CH_URL/" --data-binary "SELECT count() FROM default.fv_direct")
+    note "direct: rows stored $ROWS; parts: $(curl -fsS "$CH_URL/" --data-binary "SELECT count() FROM system.parts WHERE table = 'fv_direct' AND active")"
+    if [ -f "$OUT/collector-max.json" ]; then
+      note "ratio (2)/(4) samples/s: $(python3 -c "import json; a=json.load(open('$OUT/collector-max.json'))['run']['accepted_samples_rate']; b=json.load(open('$OUT/direct-max.json'))['run']['accepted_samples_rate']; print(round(a/b, 1))")"
+    fi
+    ;;
+  query)
+    say "(5) p75 by page, one site, 28 days, $QUERY_SAMPLES samples, 1,000 pages"
+    bash .ci/clickhouse.sh start >/dev/null
+    NOW_MS=$(($(date +%s) * 1000))
+    rm -rf "$OUT/data-query"
+    curl -fsS "$CH_URL/" --data-binary "DROP TABLE IF EXISTS default.fv_raw" >/dev/null
+    "$LOADTEST_BIN" --threads 2 seed --data-dir "$OUT/data-query" --clickhouse "$CH_URL" --table default.fv_raw \
+      --samples "$QUERY_SAMPLES" --pages 1000 --days 28 --now-ms "$NOW_MS" | tee -a "$OUT/bench.log"
+    curl -fsS "$CH_URL/" --data-binary "OPTIMIZE TABLE default.fv_raw FINAL" >/dev/null || true
+    start_collector "$OUT/data-query"
+    "$LOADTEST_BIN" --threads 2 query-bench --collector "http://127.0.0.1:$COLLECTOR_PORT" --clickhouse "$CH_URL" \
+      --table default.fv_raw --samples "$QUERY_SAMPLES" --pages 1000 --days 28 --now-ms "$NOW_MS" --repeat 7 --format json \
+      >"$OUT/query.json"
+    "$LOADTEST_BIN" --threads 2 query-bench --collector "http://127.0.0.1:$COLLECTOR_PORT" --clickhouse "$CH_URL" \
+      --table default.fv_raw --samples "$QUERY_SAMPLES" --pages 1000 --days 28 --now-ms "$NOW_MS" --repeat 7 \
+      | tee -a "$OUT/bench.log"
+    note "embedded store size: $(du -sh "$OUT/data-query" | cut -f1)"
+    stop_pid "$CPID"
+    ;;
+  rss)
+    say "collector RSS: ${RSS_SECONDS}s at its maximum rate (closed loop) with 100,000 distinct pages"
+    rm -rf "$OUT/data-rss" "$OUT/rss.txt"
+    start_collector "$OUT/data-rss"
+    sample_rss "$CPID" "$OUT/rss.txt" &
+    SAMPLER=$!
+    lt_run rss --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$RSS_SECONDS" --connections "$CONNECTIONS" --pages 100000 --site-prefix rss --pool 1000000
+    kill "$SAMPLER" 2>/dev/null || true
+    note "distinct pages stored: $(curl -fsS "http://127.0.0.1:$COLLECTOR_PORT/v1/p75?site=rss-shop&metric=FCP&by=page&limit=100000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["rows"]))') (rss-shop only)"
+    note "RSS KiB during the run: max $(awk 'BEGIN{m=0}{if($2>m)m=$2}END{print m}' "$OUT/rss.txt"), first $(head -1 "$OUT/rss.txt" | cut -d' ' -f2), last $(tail -1 "$OUT/rss.txt" | cut -d' ' -f2), samples $(wc -l <"$OUT/rss.txt")"
+    stop_pid "$CPID"
+    ;;
+  *)
+    echo "unknown step $step" >&2
+    exit 1
+    ;;
+  esac
+done
+note "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

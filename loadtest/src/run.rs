@@ -1,0 +1,601 @@
+//! The load engine: open loop at a constant arrival rate, or closed loop as fast as the server answers.
+//!
+//! Open loop avoids coordinated omission: a pacer thread releases beacon `i` at its intended time `start + i/rate`
+//! whatever the server is doing, workers (one kept-alive connection each) take them in order, and latency is measured
+//! from the intended time, so a stall shows up as the queue of beacons that waited behind it, exactly as browsers
+//! would have seen it. Service time (from the actual send) is reported too. Closed loop measures the maximum rate.
+
+use crate::client;
+use crate::workload::{PageView, Workload};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::Full;
+use hyper::Request;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vitals::Metric;
+
+/// Where the beacons go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A fieldvitals collector (or the benchmark sink): `POST /v1/beacon`, 204 means accepted.
+    Collector,
+    /// The "no collector" design: one `INSERT … FORMAT JSONEachRow` per beacon into a raw-samples table over
+    /// ClickHouse's HTTP interface; 200 means stored.
+    ClickHouse {
+        /// Table to insert into.
+        table: String,
+        /// User (`X-ClickHouse-User`).
+        user: Option<String>,
+        /// Password (`X-ClickHouse-Key`).
+        password: Option<String>,
+    },
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The server.
+    pub addr: SocketAddr,
+    /// What it is.
+    pub target: Target,
+    /// Beacons per second (open loop); `None` for closed loop.
+    pub rate: Option<f64>,
+    /// Concurrent keep-alive connections.
+    pub connections: usize,
+    /// Stop after this many beacons.
+    pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Distinct page views: beacon `i` is page view `i % pool`. Their bodies are all built before the clock starts,
+    /// so the generator spends its time sending; a run longer than the pool repeats page views (the ground truth
+    /// counts each repetition).
+    pub pool: u64,
+}
+
+/// What happened.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Latency from the intended send time (open loop) or the actual send (closed loop), microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Time from the actual send to the full answer, microseconds.
+    pub service_us: Histogram<u64>,
+    /// Answers by status code (0: connection error).
+    pub statuses: BTreeMap<u16, u64>,
+    /// Requests completed (any answer or error).
+    pub completed: u64,
+    /// Wall time from start until the last answer.
+    pub elapsed: Duration,
+    /// Page-view indices of accepted beacons (204 from a collector, 200 from ClickHouse), sorted; a page view sent
+    /// twice appears twice.
+    pub accepted: Vec<u64>,
+    /// Samples in the accepted beacons.
+    pub accepted_samples: u64,
+    /// When the last accepted beacon was answered.
+    pub last_accepted_at: Option<Instant>,
+    /// Open loop: beacons due before the deadline that were still waiting for a connection when it came (the
+    /// server fell behind the offered rate).
+    pub backlog: u64,
+    /// Accepted samples per site index and metric (in [`Metric::ALL`] order): what must become queryable. Counted
+    /// from a table built with the bodies, so `--verify` can start measuring freshness at once.
+    pub totals: Vec<[u64; 5]>,
+}
+
+/// The JSON-friendly summary.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// "open" or "closed".
+    pub mode: &'static str,
+    /// Target rate, open loop only.
+    pub target_rate: Option<f64>,
+    /// Connections.
+    pub connections: usize,
+    /// Requests completed.
+    pub completed: u64,
+    /// Seconds.
+    pub elapsed_s: f64,
+    /// Completed requests per second.
+    pub achieved_rate: f64,
+    /// Accepted beacons.
+    pub accepted: u64,
+    /// Accepted beacons per second.
+    pub accepted_rate: f64,
+    /// Accepted samples per second.
+    pub accepted_samples_rate: f64,
+    /// Status code counts ("0" is a connection error).
+    pub statuses: BTreeMap<String, u64>,
+    /// Open loop: beacons due before the deadline but never sent (the server fell behind the offered rate).
+    pub backlog: u64,
+    /// Latency percentiles in milliseconds (from the intended send time in open loop).
+    pub latency_ms: Percentiles,
+    /// Service time percentiles in milliseconds.
+    pub service_ms: Percentiles,
+}
+
+/// Percentiles in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th.
+    pub p90: f64,
+    /// 99th.
+    pub p99: f64,
+    /// 99.9th.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Percentiles {
+        let ms = |v: u64| v as f64 / 1000.0;
+        Percentiles {
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+impl RunOutcome {
+    /// The summary of a run made with `cfg`.
+    pub fn summary(&self, cfg: &RunConfig) -> Summary {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        Summary {
+            mode: if cfg.rate.is_some() { "open" } else { "closed" },
+            target_rate: cfg.rate,
+            connections: cfg.connections,
+            completed: self.completed,
+            elapsed_s: secs,
+            achieved_rate: self.completed as f64 / secs,
+            accepted: self.accepted.len() as u64,
+            accepted_rate: self.accepted.len() as f64 / secs,
+            accepted_samples_rate: self.accepted_samples as f64 / secs,
+            backlog: self.backlog,
+            statuses: self
+                .statuses
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            latency_ms: Percentiles::of(&self.latency_us),
+            service_ms: Percentiles::of(&self.service_us),
+        }
+    }
+}
+
+impl Summary {
+    /// A human-readable report.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let mode = match self.target_rate {
+            Some(r) => format!("open loop at {r:.0}/s"),
+            None => "closed loop".to_string(),
+        };
+        s.push_str(&format!(
+            "{mode}, {} connections: {} requests in {:.2} s = {:.0}/s; accepted {} ({:.0} beacons/s, {:.0} samples/s)\n",
+            self.connections,
+            self.completed,
+            self.elapsed_s,
+            self.achieved_rate,
+            self.accepted,
+            self.accepted_rate,
+            self.accepted_samples_rate
+        ));
+        let codes: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(k, v)| {
+                if k == "0" {
+                    format!("errors: {v}")
+                } else {
+                    format!("{k}: {v}")
+                }
+            })
+            .collect();
+        s.push_str(&format!("status: {}\n", codes.join(", ")));
+        if self.backlog > 0 {
+            s.push_str(&format!(
+                "backlog: {} beacons due before the deadline were never sent: the server did not keep up\n",
+                self.backlog
+            ));
+        }
+        let line = |name: &str, p: &Percentiles| {
+            format!(
+                "{name:<9} p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms\n",
+                p.p50, p.p90, p.p99, p.p999, p.max
+            )
+        };
+        s.push_str(&line("latency", &self.latency_ms));
+        s.push_str(&line("service", &self.service_ms));
+        s
+    }
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant bounds are valid")
+}
+
+struct Shared {
+    target: Target,
+    host: String,
+    bodies: Vec<(Bytes, u16)>,
+    completed: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn request(&self, i: u64) -> Request<Full<Bytes>> {
+        let (body, ua) = self.bodies[(i % self.bodies.len() as u64) as usize].clone();
+        let builder = Request::post(match &self.target {
+            Target::Collector => "/v1/beacon".to_string(),
+            Target::ClickHouse { table, .. } => format!(
+                "/?query={}",
+                client::encode_query_value(&format!("INSERT INTO {table} FORMAT JSONEachRow"))
+            ),
+        })
+        .header(hyper::header::HOST, &self.host);
+        let builder = match &self.target {
+            Target::Collector => builder
+                .header(
+                    hyper::header::USER_AGENT,
+                    crate::workload::USER_AGENTS[ua as usize].0,
+                )
+                .header(hyper::header::CONTENT_TYPE, "text/plain;charset=UTF-8"),
+            Target::ClickHouse { user, password, .. } => {
+                let mut b = builder;
+                if let Some(u) = user {
+                    b = b.header("X-ClickHouse-User", u);
+                }
+                if let Some(p) = password {
+                    b = b.header("X-ClickHouse-Key", p);
+                }
+                b
+            }
+        };
+        builder.body(Full::new(body)).expect("valid request")
+    }
+}
+
+/// The body for a target: the beacon for a collector, JSONEachRow sample rows for ClickHouse.
+pub fn make_body(w: &Workload, target: &Target, v: &PageView) -> (Bytes, u16) {
+    let body = match target {
+        Target::Collector => w.body(v),
+        Target::ClickHouse { .. } => clickhouse_rows(w, v, chrono::Utc::now().timestamp_millis()),
+    };
+    (Bytes::from(body), v.ua)
+}
+
+/// Builds the bodies of page views `0..n` on every core.
+fn pregenerate(w: &Workload, target: &Target, n: u64) -> Vec<(Bytes, u16)> {
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()) as u64;
+    let chunk = n.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t * chunk..((t + 1) * chunk).min(n))
+                        .map(|i| make_body(w, target, &w.page_view(i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("generator thread"))
+            .collect()
+    })
+}
+
+/// One JSON row per sample: what a "no collector" endpoint would insert.
+pub fn clickhouse_rows(w: &Workload, v: &PageView, ts_ms: i64) -> String {
+    let site = &w.sites()[v.site as usize].name;
+    let page = w.page_key(v.site, v.page);
+    let device = crate::workload::USER_AGENTS[v.ua as usize].1.as_str();
+    let release = crate::workload::RELEASES[v.release as usize]
+        .0
+        .unwrap_or("");
+    let nav = crate::workload::NAVS[v.nav as usize].1;
+    let mut s = String::with_capacity(600);
+    for (m, value) in Metric::ALL.iter().zip(v.values) {
+        if let Some(value) = value {
+            s.push_str(&format!(
+                r#"{{"ts":{ts_ms},"site":"{site}","page":"{page}","device":"{device}","release":"{release}","nav":"{nav}","metric":"{}","value":{value}}}"#,
+                m.as_str()
+            ));
+            s.push('\n');
+        }
+    }
+    s
+}
+
+struct WorkerResult {
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    statuses: BTreeMap<u16, u64>,
+    accepted: Vec<u64>,
+    last_accepted_at: Option<Instant>,
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    jobs: Jobs,
+    conn: client::Connection,
+) -> WorkerResult {
+    let mut r = WorkerResult {
+        latency: new_hist(),
+        service: new_hist(),
+        statuses: BTreeMap::new(),
+        accepted: Vec::new(),
+        last_accepted_at: None,
+    };
+    let ok_status = match shared.target {
+        Target::Collector => 204,
+        Target::ClickHouse { .. } => 200,
+    };
+    let mut conn = Some(conn);
+    loop {
+        let (i, intended) = match jobs.next().await {
+            Some(j) => j,
+            None => break,
+        };
+        let req = shared.request(i);
+        let started = Instant::now();
+        if conn.is_none() {
+            conn = client::connect(addr).await.ok();
+        }
+        let status = match conn.as_mut() {
+            Some(c) => match client::send(c, req).await {
+                Ok((status, _)) => status,
+                Err(_) => {
+                    conn = None;
+                    0
+                }
+            },
+            None => {
+                // Do not spin on a refused connection.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                0
+            }
+        };
+        let done = Instant::now();
+        // From the intended time (a beacon that waited for a free connection waited for the server), or from the
+        // actual send if the pacer released it early.
+        let from = intended.map_or(started, |t| t.min(started));
+        let lat = done.duration_since(from).as_micros() as u64;
+        r.latency.saturating_record(lat.max(1));
+        r.service
+            .saturating_record((done.duration_since(started).as_micros() as u64).max(1));
+        *r.statuses.entry(status).or_default() += 1;
+        if status == ok_status {
+            r.accepted.push(i % shared.bodies.len() as u64);
+            r.last_accepted_at = Some(done);
+        }
+        shared.completed.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+/// Where workers get their next beacon index (and its intended send time in open loop).
+#[derive(Clone)]
+enum Jobs {
+    Open {
+        rx: async_channel::Receiver<(u64, Instant)>,
+        deadline: Instant,
+    },
+    Closed {
+        next: Arc<AtomicU64>,
+        count: u64,
+        deadline: Instant,
+        shared: Arc<Shared>,
+    },
+}
+
+impl Jobs {
+    async fn next(&self) -> Option<(u64, Option<Instant>)> {
+        match self {
+            Jobs::Open { rx, deadline } => {
+                // A bounded run ends on time: beacons still queued behind a server that cannot keep up are
+                // counted as a backlog, not sent after the deadline.
+                if Instant::now() >= *deadline {
+                    return None;
+                }
+                rx.recv().await.ok().map(|(i, t)| (i, Some(t)))
+            }
+            Jobs::Closed {
+                next,
+                count,
+                deadline,
+                shared,
+            } => {
+                if shared.stop.load(Ordering::Relaxed) || Instant::now() >= *deadline {
+                    return None;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                (i < *count).then_some((i, None))
+            }
+        }
+    }
+}
+
+/// Runs the load. Needs a tokio runtime; the pacer runs on its own OS thread.
+pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
+    anyhow::ensure!(cfg.connections >= 1, "--connections must be at least 1");
+    anyhow::ensure!(
+        cfg.count.is_some() || cfg.duration.is_some(),
+        "a run must be bounded: give --count or --duration"
+    );
+    if let Some(r) = cfg.rate {
+        anyhow::ensure!(r > 0.0 && r.is_finite(), "--rate must be above 0");
+    }
+    let count = cfg.count.unwrap_or(u64::MAX);
+    anyhow::ensure!(cfg.pool >= 1, "--pool must be at least 1");
+    let bodies = pregenerate(&workload, &cfg.target, cfg.pool.min(count));
+    // Per pool entry: its site and which metrics it carries (bit per metric).
+    let shape: Vec<(u16, u8)> = (0..bodies.len() as u64)
+        .map(|i| {
+            let v = workload.page_view(i);
+            let mask = v
+                .values
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.is_some())
+                .fold(0u8, |m, (k, _)| m | (1 << k));
+            (v.site, mask)
+        })
+        .collect();
+    let shared = Arc::new(Shared {
+        target: cfg.target.clone(),
+        host: cfg.addr.to_string(),
+        bodies,
+        completed: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    // Connect everything before the clock starts: connection set-up is not what is measured.
+    let mut conns = Vec::with_capacity(cfg.connections);
+    for _ in 0..cfg.connections {
+        conns.push(client::connect(cfg.addr).await?);
+    }
+
+    let start = Instant::now();
+    let deadline = cfg
+        .duration
+        .map_or(start + Duration::from_secs(86_400 * 365), |d| start + d);
+    let (jobs, pacer) = match cfg.rate {
+        Some(rate) => {
+            let (tx, rx) = async_channel::bounded::<(u64, Instant)>(1 << 20);
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            let pacer = std::thread::Builder::new()
+                .name("pacer".into())
+                .spawn(move || {
+                    let mut i: u64 = 0;
+                    while i < count {
+                        let intended = start + interval.mul_f64(i as f64);
+                        if intended >= deadline {
+                            break;
+                        }
+                        let now = Instant::now();
+                        // Sleep only when the next beacon is far enough away for the sleep to be accurate; beacons
+                        // due within 100 µs go now (their latency is then measured from the actual send).
+                        if intended > now + Duration::from_micros(100) {
+                            std::thread::sleep(intended - now);
+                        }
+                        if tx.send_blocking((i, intended)).is_err() {
+                            break;
+                        }
+                        i += 1;
+                    }
+                })?;
+            (Jobs::Open { rx, deadline }, Some(pacer))
+        }
+        None => (
+            Jobs::Closed {
+                next: Arc::new(AtomicU64::new(0)),
+                count,
+                deadline,
+                shared: shared.clone(),
+            },
+            None,
+        ),
+    };
+
+    let progress = cfg.progress.then(|| {
+        let pb = match cfg.count {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::new(cfg.duration.map_or(0, |d| d.as_millis() as u64)),
+        };
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+            )
+            .expect("valid template"),
+        );
+        let shared = shared.clone();
+        let by_count = cfg.count.is_some();
+        let pb2 = pb.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let done = shared.completed.load(Ordering::Relaxed);
+                let secs = start.elapsed().as_secs_f64();
+                if by_count {
+                    pb2.set_position(done);
+                } else {
+                    pb2.set_position(start.elapsed().as_millis() as u64);
+                }
+                pb2.set_message(format!(
+                    "{done} sent, {:.0}/s",
+                    done as f64 / secs.max(1e-3)
+                ));
+            }
+        });
+        (pb, ticker)
+    });
+
+    let mut handles = Vec::with_capacity(cfg.connections);
+    for conn in conns {
+        handles.push(tokio::spawn(worker(
+            shared.clone(),
+            cfg.addr,
+            jobs.clone(),
+            conn,
+        )));
+    }
+    drop(jobs);
+    let mut out = RunOutcome {
+        latency_us: new_hist(),
+        service_us: new_hist(),
+        statuses: BTreeMap::new(),
+        completed: 0,
+        elapsed: Duration::ZERO,
+        accepted: Vec::new(),
+        accepted_samples: 0,
+        last_accepted_at: None,
+        backlog: 0,
+        totals: vec![[0; 5]; workload.sites().len()],
+    };
+    for h in handles {
+        let r = h.await?;
+        out.latency_us.add(&r.latency).expect("same bounds");
+        out.service_us.add(&r.service).expect("same bounds");
+        for (k, v) in r.statuses {
+            *out.statuses.entry(k).or_default() += v;
+        }
+        out.accepted.extend(r.accepted);
+        out.last_accepted_at = out.last_accepted_at.max(r.last_accepted_at);
+    }
+    out.elapsed = start.elapsed();
+    // Every worker (and so every receiver) is gone: a pacer blocked on a full queue now gets an error and stops.
+    if let Some(p) = pacer {
+        let _ = p.join();
+    }
+    if let Some((pb, ticker)) = progress {
+        ticker.abort();
+        pb.finish_and_clear();
+    }
+    out.completed = shared.completed.load(Ordering::Relaxed);
+    if let (Some(rate), Some(d)) = (cfg.rate, cfg.duration) {
+        let due = ((d.as_secs_f64() * rate).ceil() as u64).min(count);
+        out.backlog = due.saturating_sub(out.completed);
+    }
+    out.accepted.sort_unstable();
+    for &i in &out.accepted {
+        let (site, mask) = shape[i as usize];
+        for (k, total) in out.totals[site as usize].iter_mut().enumerate() {
+            if mask & (1 << k) != 0 {
+                *total += 1;
+                out.accepted_samples += 1;
+            }
+        }
+    }
+    Ok(out)
+}
