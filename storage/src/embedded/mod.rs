@@ -44,7 +44,7 @@ pub struct EmbeddedOptions {
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
-            flush_interval: Duration::from_millis(500),
+            flush_interval: Duration::from_secs(1),
             day_retention_days: 400,
             observe_write: None,
         }
