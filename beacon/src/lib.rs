@@ -1,6 +1,6 @@
 //! The beacon's measurement core: web-vitals 6 semantics for LCP, INP, CLS, FCP and TTFB, compiled to a wasm
-//! module with no imports (and, through binaryen's `wasm2js`, to the JS fallback that runs the same code where
-//! WebAssembly cannot).
+//! module with numeric exports only, through wasm-bindgen (and, through binaryen's `wasm2js`, to the JS fallback
+//! that runs the same code where WebAssembly cannot).
 //!
 //! Data path: the page's `PerformanceObserver`s and lifecycle listeners live in `beacon/js/beacon.js`; it hands
 //! every entry's numbers to the exports below ([`exports`]), which keep the page view's state in [`State`]: the
@@ -290,57 +290,54 @@ impl State {
     }
 }
 
-/// The module's exports (short names keep `beacon.js` small; each maps to one [`State`] method on the page's
-/// single view). `no_mangle`-style export names are the only thing `unsafe_code` flags here; there is no `unsafe`.
+/// The module's exports, through `#[wasm_bindgen]` (short `js_name`s keep `beacon.js` small; each maps to one
+/// [`State`] method on the page's single view; numbers only, so wasm-bindgen's glue adds no conversions). The
+/// macro's `no_mangle` wrappers are the only thing `unsafe_code` flags here; there is no `unsafe` of our own.
 #[allow(unsafe_code)]
 pub mod exports {
     use super::State;
+    use wasm_bindgen::prelude::wasm_bindgen;
 
     static S: State = State::new();
 
     /// [`State::reset`].
-    #[export_name = "r"]
-    pub extern "C" fn reset(interaction_count: f64, bfcache: i32) {
+    #[wasm_bindgen(js_name = r)]
+    pub fn reset(interaction_count: f64, bfcache: i32) {
         S.reset(interaction_count, bfcache != 0)
     }
     /// [`State::timing`].
-    #[export_name = "t"]
-    pub extern "C" fn timing(
-        metric: i32,
-        time: f64,
-        activation_start: f64,
-        first_hidden: f64,
-    ) -> i32 {
+    #[wasm_bindgen(js_name = t)]
+    pub fn timing(metric: i32, time: f64, activation_start: f64, first_hidden: f64) -> i32 {
         S.timing(metric as usize, time, activation_start, first_hidden) as i32
     }
     /// [`State::finalize_lcp`].
-    #[export_name = "f"]
-    pub extern "C" fn finalize_lcp() {
+    #[wasm_bindgen(js_name = f)]
+    pub fn finalize_lcp() {
         S.finalize_lcp()
     }
     /// [`State::event`].
-    #[export_name = "e"]
-    pub extern "C" fn event(interaction_id: f64, duration: f64) -> f64 {
+    #[wasm_bindgen(js_name = e)]
+    pub fn event(interaction_id: f64, duration: f64) -> f64 {
         S.event(interaction_id, duration)
     }
     /// [`State::inp`].
-    #[export_name = "n"]
-    pub extern "C" fn inp(interaction_count: f64) -> f64 {
+    #[wasm_bindgen(js_name = n)]
+    pub fn inp(interaction_count: f64) -> f64 {
         S.inp(interaction_count)
     }
     /// [`State::shift`].
-    #[export_name = "l"]
-    pub extern "C" fn shift(value: f64, start: f64, had_recent_input: i32, seq: f64) -> f64 {
+    #[wasm_bindgen(js_name = l)]
+    pub fn shift(value: f64, start: f64, had_recent_input: i32, seq: f64) -> f64 {
         S.shift(value, start, had_recent_input != 0, seq)
     }
     /// [`State::flush_shifts`].
-    #[export_name = "c"]
-    pub extern "C" fn flush_shifts() -> f64 {
+    #[wasm_bindgen(js_name = c)]
+    pub fn flush_shifts() -> f64 {
         S.flush_shifts()
     }
     /// [`State::take`].
-    #[export_name = "v"]
-    pub extern "C" fn take(metric: i32) -> f64 {
+    #[wasm_bindgen(js_name = v)]
+    pub fn take(metric: i32) -> f64 {
         S.take(metric as usize)
     }
 }
