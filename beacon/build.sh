@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the beacon into beacon/dist/ (committed; the collector embeds it with include_bytes!):
-#   Rust core (beacon/src, sharing vitals/) -> wasm32 -> wasm-opt -Oz -> fv-<hash>.wasm
-#                                                    -> wasm2js -Oz -> terser -> fv-<hash>.js (fallback)
+#   Rust core (beacon/src, sharing vitals/) -> wasm32 -> wasm-bindgen -> wasm-opt -Oz -> fv-<hash>.wasm
+#                                                                    -> wasm2js -Oz -> terser -> fv-<hash>.js (fallback)
 #   beacon/js/beacon.js (names of both patched in) -> terser -> beacon.js
 # and records a hash of every input next to them (dist/manifest.json "inputs") with the measured sizes.
 #
@@ -12,7 +12,8 @@
 # Toolchain: Debian's rustc-web (+ rust-web-src, lld) if installed, else rustup's toolchain with the wasm32 target
 # and rust-src; both build std for wasm32 themselves (-Zbuild-std, through RUSTC_BOOTSTRAP) so that panics abort
 # without formatting code and the module uses only MVP features (wasm2js refuses reference types).
-# Also needs: binaryen (wasm-opt, wasm2js), node + npm (terser, from beacon/package-lock.json).
+# Also needs: binaryen (wasm-opt, wasm2js), node + npm (terser, from beacon/package-lock.json), and the wasm-bindgen
+# CLI of exactly the version beacon/Cargo.toml pins (installed with `cargo install` when missing or different).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -45,15 +46,29 @@ for tool in wasm-opt wasm2js node npm; do
   command -v "$tool" >/dev/null || { echo "build.sh: $tool is missing (binaryen, nodejs, npm)" >&2; exit 1; }
 done
 [[ -d "$here/node_modules/terser" ]] || (cd "$here" && npm ci --no-audit --no-fund >/dev/null)
+# The wasm-bindgen CLI must match the crate exactly (it reads the schema the crate embeds in the module).
+bindgen_version="$(sed -n 's/^wasm-bindgen = .*version = "=\([^"]*\)".*/\1/p' "$here/Cargo.toml")"
+[[ -n "$bindgen_version" ]] || { echo "build.sh: no exact wasm-bindgen version (=x.y.z) in beacon/Cargo.toml" >&2; exit 1; }
+bindgen=wasm-bindgen
+cargo_home_bin="${CARGO_HOME:-$HOME/.cargo}/bin/wasm-bindgen"
+if [[ "$("$bindgen" --version 2>/dev/null)" != "wasm-bindgen $bindgen_version" ]]; then
+  bindgen="$cargo_home_bin"
+  if [[ "$("$bindgen" --version 2>/dev/null)" != "wasm-bindgen $bindgen_version" ]]; then
+    echo "build.sh: installing wasm-bindgen-cli $bindgen_version" >&2
+    "$cargo_bin" install --quiet wasm-bindgen-cli --version "$bindgen_version"
+  fi
+fi
 
-echo "build.sh: $("${RUSTC:-rustc}" --version) for wasm32-unknown-unknown, $(wasm-opt --version)" >&2
+echo "build.sh: $("${RUSTC:-rustc}" --version) for wasm32-unknown-unknown, $("$bindgen" --version), $(wasm-opt --version)" >&2
 hash="$(inputs_hash)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 (cd "$here" && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$target_dir" RUSTFLAGS="$flags" \
   "$cargo_bin" build --quiet --locked --release --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort)
-wasm-opt -Oz --strip-debug --strip-producers "$target_dir/wasm32-unknown-unknown/release/fv_beacon.wasm" -o "$work/core.wasm"
+# Numbers only: the generated glue (core.js, unused) is a few wrappers; beacon.js instantiates core_bg.wasm itself.
+"$bindgen" --target web --no-typescript --out-dir "$work" --out-name core "$target_dir/wasm32-unknown-unknown/release/fv_beacon.wasm"
+wasm-opt -Oz --strip-debug --strip-producers "$work/core_bg.wasm" -o "$work/core.wasm"
 wasm2js -Oz "$work/core.wasm" -o "$work/core.js"
 
 out="$here/dist"

@@ -178,6 +178,8 @@
   };
 
   // The wasm core, or its JS build where WebAssembly is missing or forbidden (CSP without 'wasm-unsafe-eval').
+  // The wasm is wasm-bindgen's output (--target web); it has numeric exports only and no imports, so its generated
+  // glue would only wrap each export unchanged: it is instantiated directly and the glue is not shipped.
   // (async: a missing WebAssembly global rejects instead of throwing.)
   const load = async () => (await WebAssembly.instantiateStreaming(fetch(new URL("__FV_WASM__", src)))).instance.exports;
   let started;

@@ -1,6 +1,7 @@
 // Build step of beacon/build.sh: names the wasm and its wasm2js build by content hash, minifies the JS, writes
 // the dist directory and measures what a page downloads (brotli, as the collector serves it).
 // Usage: node pack.mjs <optimised.wasm> <wasm2js-output.js> <out-dir> <inputs-hash>
+// (the wasm is wasm-bindgen's output, optimised; the fallback is wasm2js of that same module)
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { join, dirname } from "node:path";
@@ -25,8 +26,12 @@ const terse = { ecma: 2020, compress: { passes: 3, unsafe_arrows: true }, mangle
 const wasm = readFileSync(wasmPath);
 const wasmName = `fv-${hash(wasm)}.wasm`;
 // wasm2js writes an ES module; keep it one (beacon.js loads it with import()), minified.
-// Only the core's functions are used: memory and the linker's globals need not be exported.
-const wasm2js = readFileSync(fallbackPath, "utf8").replace(/^export var (memory|__data_end|__heap_base) = .*$/gm, "");
+// Only the core's functions are used: memory, the linker's globals and wasm-bindgen's abort-state globals
+// (`__abort_handler`, `__instance_terminated`, which only its own glue reads) need not be exported.
+const wasm2js = readFileSync(fallbackPath, "utf8").replace(
+  /^export var (memory|__data_end|__heap_base|__abort_handler|__instance_terminated) = .*$/gm,
+  "",
+);
 const fallback = (await minify(wasm2js, { ...terse, module: true })).code;
 const fallbackName = `fv-${hash(fallback)}.js`;
 const source = readFileSync(join(here, "beacon.js"), "utf8")
