@@ -9,7 +9,7 @@ step() { printf '\n=== beacon: %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
 step "system packages"
 missing=()
-for p in rustc-web rust-web-src lld-22 binaryen chromium xvfb; do
+for p in rustc-web cargo-web rust-web-src lld-22 binaryen chromium xvfb; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
