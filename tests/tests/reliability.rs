@@ -63,6 +63,45 @@ async fn post_one(client: &reqwest::Client, base: &str, i: u64) -> Seen {
     }
 }
 
+/// Closed-loop senders: each posts its own beacons (ids `k * senders + t`) one after another until stopped or done.
+struct Senders {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<(u64, Seen)>>>,
+}
+
+impl Senders {
+    fn start(client: &reqwest::Client, base: &str, senders: u64, per_sender: u64) -> Senders {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..senders)
+            .map(|t| {
+                let (client, base, stop) = (client.clone(), base.to_string(), stop.clone());
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    for k in 0..per_sender {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let i = k * senders + t;
+                        seen.push((i, post_one(&client, &base, i).await));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Senders { stop, tasks }
+    }
+
+    /// Stops them and returns what each beacon got.
+    async fn stop(self) -> HashMap<u64, Seen> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut seen = HashMap::new();
+        for t in self.tasks {
+            seen.extend(t.await.unwrap());
+        }
+        seen
+    }
+}
+
 /// Stored count per page, read through the query API.
 async fn stored_per_page(client: &reqwest::Client, base: &str) -> HashMap<String, u64> {
     let r = client
@@ -146,24 +185,8 @@ async fn kill_9_under_load_loses_no_acknowledged_beacon_and_counts_none_twice() 
     let (_d, dir) = tempdir();
     let (mut child, base) = spawn_collector_bin(&dir, &[]).await;
     let client = reqwest::Client::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    let senders = 16u64;
-    let mut tasks = Vec::new();
-    for t in 0..senders {
-        let (client, base, stop) = (client.clone(), base.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            // Bounded: at most 5,000 beacons per sender.
-            for k in 0..5_000u64 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let i = k * senders + t;
-                seen.push((i, post_one(&client, &base, i).await));
-            }
-            seen
-        }));
-    }
+    // Bounded: at most 5,000 beacons per sender.
+    let senders = Senders::start(&client, &base, 16, 5_000);
     // Long enough for several flushes and spool checkpoints to happen before the crash.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let pid = child.id().unwrap().to_string();
@@ -174,11 +197,7 @@ async fn kill_9_under_load_loses_no_acknowledged_beacon_and_counts_none_twice() 
         .success());
     let _ = child.wait().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut seen = HashMap::new();
-    for t in tasks {
-        seen.extend(t.await.unwrap());
-    }
+    let seen = senders.stop().await;
     let acked = seen.values().filter(|s| **s == Seen::Accepted).count() as u64;
     assert!(
         acked > 200,
@@ -204,22 +223,7 @@ async fn a_full_spool_sheds_with_503_and_retry_after_and_recovers() {
         c
     })
     .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for t in 0..32u64 {
-        let (client, base, stop) = (app.client.clone(), app.base.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            for k in 0..400u64 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let i = k * 32 + t;
-                seen.push((i, post_one(&client, &base, i).await));
-            }
-            seen
-        }));
-    }
+    let senders = Senders::start(&app.client, &app.base, 32, 400);
     // While shedding, health and the query API still answer.
     let mut shed_seen = false;
     let mut retry_after = None;
@@ -264,11 +268,7 @@ async fn a_full_spool_sheds_with_503_and_retry_after_and_recovers() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut seen = HashMap::new();
-    for t in tasks {
-        seen.extend(t.await.unwrap());
-    }
+    let mut seen = senders.stop().await;
     seen.extend(probes);
     let refused = seen.values().filter(|s| **s == Seen::Refused(503)).count();
     assert!(
@@ -443,28 +443,9 @@ async fn three_times_the_sustainable_rate_keeps_memory_bounded_and_loses_nothing
         .build()
         .unwrap();
     // The sustainable rate: 3 s flat out with 32 senders.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for t in 0..32u64 {
-        let (client, base, stop) = (client.clone(), base.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            for k in 0..100_000u64 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let i = k * 32 + t;
-                seen.push((i, post_one(&client, &base, i).await));
-            }
-            seen
-        }));
-    }
+    let senders = Senders::start(&client, &base, 32, 100_000);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut seen = HashMap::new();
-    for t in tasks {
-        seen.extend(t.await.unwrap());
-    }
+    let mut seen = senders.stop().await;
     let sustainable = seen.values().filter(|s| **s == Seen::Accepted).count() as f64 / 3.0;
     assert!(sustainable > 50.0, "measured a rate: {sustainable}/s");
 
