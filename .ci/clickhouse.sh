@@ -30,9 +30,11 @@ ensure_installed() {
   local sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
-  if ! $sudo apt-get install -y clickhouse-server clickhouse-client; then
-    $sudo apt-get update
-    $sudo apt-get install -y clickhouse-server clickhouse-client
+  # apt's progress goes to stderr: `start` prints only the URL on stdout, and callers capture it
+  # (FV_CLICKHOUSE_URL="$(bash .ci/clickhouse.sh start)"); on a fresh machine apt's output once became the URL.
+  if ! $sudo apt-get install -y clickhouse-server clickhouse-client >&2; then
+    $sudo apt-get update >&2
+    $sudo apt-get install -y clickhouse-server clickhouse-client >&2
   fi
   # Debian's package may start the system instance on 8123/9000; ours uses other ports, so it does not matter.
   server_bin >/dev/null
