@@ -256,6 +256,7 @@ impl Spool {
             after,
             file: None,
             buf: Vec::new(),
+            start: 0,
             watch: self.shared.written.subscribe(),
         }
     }
@@ -475,6 +476,9 @@ pub struct Reader {
     after: u64,
     file: Option<(u64, File, u64)>,
     buf: Vec<u8>,
+    /// Where the unread bytes of `buf` begin: records are consumed by moving this, and the buffer is compacted only
+    /// before a refill (draining the front per record moved the whole buffer for every record).
+    start: usize,
     watch: watch::Receiver<Mark>,
 }
 
@@ -525,6 +529,7 @@ impl Reader {
                     .map_err(|e| io_err(e, &self.shared.dir))?;
                 self.file = Some((first, f, 0));
                 self.buf.clear();
+                self.start = 0;
             }
             let (first, file, pos) = self.file.as_mut().expect("set above");
             // Readable end: the writer's mark for the active segment; the whole file for older ones.
@@ -535,29 +540,34 @@ impl Reader {
                     .map_err(|e| io_err(e, &self.shared.dir))?
                     .len()
             };
+            // `pos` is the file offset of `buf[start]`.
             while (*pos as usize) < end as usize {
-                if self.buf.len() < record::HEADER + 64 * 1024
-                    && (*pos + self.buf.len() as u64) < end
-                {
-                    let want = ((end - *pos) as usize - self.buf.len()).min(256 * 1024);
-                    let mut chunk = vec![0; want];
+                let unread = self.buf.len() - self.start;
+                if unread < record::HEADER + 64 * 1024 && (*pos + unread as u64) < end {
+                    self.buf.drain(..self.start);
+                    self.start = 0;
+                    let want = ((end - *pos) as usize - unread).min(256 * 1024);
+                    self.buf.resize(unread + want, 0);
                     let n = file
-                        .read(&mut chunk)
+                        .read(&mut self.buf[unread..])
                         .map_err(|e| io_err(e, &self.shared.dir))?;
-                    chunk.truncate(n);
-                    self.buf.extend_from_slice(&chunk);
+                    self.buf.truncate(unread + n);
                 }
-                match record::decode(&self.buf) {
+                match record::decode(&self.buf[self.start..]) {
                     record::Decoded::Record { seq, payload, len } => {
                         let out = payload.to_vec();
-                        self.buf.drain(..len);
+                        self.start += len;
                         *pos += len as u64;
                         if seq > self.after {
                             self.after = seq;
                             return Ok(Some((seq, out)));
                         }
                     }
-                    record::Decoded::Incomplete if (*pos + self.buf.len() as u64) < end => continue,
+                    record::Decoded::Incomplete
+                        if (*pos + (self.buf.len() - self.start) as u64) < end =>
+                    {
+                        continue
+                    }
                     record::Decoded::Incomplete => break,
                     record::Decoded::Corrupt => {
                         return Err(SpoolError::Io(format!(
@@ -582,6 +592,7 @@ impl Reader {
                 .map_err(|e| io_err(e, &self.shared.dir))?;
             self.file = Some((next, f, 0));
             self.buf.clear();
+            self.start = 0;
         }
     }
 }
