@@ -36,10 +36,19 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     super::sql_functions::register(conn)
 }
 
+/// Writer-only settings. Every flush rewrites the pages of the current minute's rows: with SQLite's defaults (a
+/// 2 MiB page cache, a checkpoint every 1,000 WAL pages) it re-read them from the OS and checkpointed them on almost
+/// every flush, a third of the writer's CPU at full ingest. A 32 MiB cache and a checkpoint every ~40 MiB of WAL
+/// write each hot page back once per several flushes instead.
+fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 10000;")
+}
+
 /// Opens the writer connection, creating or migrating the schema.
 pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
     configure(&conn)?;
+    configure_writer(&conn)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::Other(format!(
