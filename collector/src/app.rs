@@ -9,7 +9,6 @@ use crate::policy::PolicyHandle;
 use crate::recent::Recent;
 use crate::routes::{self, AppState};
 use crate::security::auth::{require_token, AuthState};
-use crate::security::headers::security_headers;
 use crate::server::{self, Limits};
 use crate::telemetry::metrics::Metrics;
 
@@ -131,11 +130,12 @@ impl Application {
                 Duration::from_secs(config.request_timeout_secs),
             ))
             .layer(from_fn_with_state(
-                metrics.clone(),
-                routes::request_metrics::track,
-            ))
-            .layer(from_fn_with_state(policy.clone(), security_headers))
-            .layer(axum::middleware::from_fn(routes::request_id::assign));
+                routes::envelope::Envelope {
+                    metrics: metrics.clone(),
+                    policy: policy.clone(),
+                },
+                routes::envelope::envelope,
+            ));
         let admin_router = routes::admin::routes(metrics.clone());
         let listener = TcpListener::bind(config.listen)
             .await

@@ -3,10 +3,10 @@
 pub mod admin;
 pub mod beacon;
 pub mod beacon_files;
+pub mod envelope;
 pub mod health;
 pub mod recent;
 pub mod request_id;
-pub mod request_metrics;
 
 use crate::intake::Intake;
 use crate::policy::rate_limit::RateLimiter;

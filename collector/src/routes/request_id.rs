@@ -4,11 +4,9 @@
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use tracing::Instrument;
 
 /// The header.
 pub const HEADER: &str = "x-request-id";
@@ -41,20 +39,20 @@ fn acceptable(v: &str) -> bool {
 }
 
 /// The middleware.
-pub async fn assign(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
+/// The request's id: a sane incoming one, else a new one.
+pub fn incoming_or_new(req: &Request) -> String {
+    req.headers()
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| acceptable(v))
-        .map_or_else(generate, str::to_string);
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id);
-    let mut resp = next.run(req).instrument(span).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
+        .map_or_else(generate, str::to_string)
+}
+
+/// Echoes the id in the response.
+pub fn echo(resp: &mut Response, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert(HEADER, v);
     }
-    resp
 }
 
 #[cfg(test)]

@@ -3,20 +3,10 @@
 //! API answers are never cached (`Cache-Control: no-store`) unless the handler set its own caching (the beacon
 //! files do); nothing may frame us; nothing is sniffed; no referrer leaks; HSTS when configured (behind TLS).
 
-use crate::policy::PolicyHandle;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderValue};
 
-/// Adds the headers. State: the policy (for HSTS).
-pub async fn security_headers(
-    State(policy): State<PolicyHandle>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
+/// Adds the headers to a response; `hsts` from the policy (only behind TLS).
+pub fn apply(h: &mut HeaderMap, hsts: bool) {
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -36,12 +26,11 @@ pub async fn security_headers(
         .or_insert(HeaderValue::from_static("no-store"));
     h.entry("cross-origin-resource-policy")
         .or_insert(HeaderValue::from_static("same-origin"));
-    if policy.get().hsts {
+    if hsts {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         );
     }
     h.remove(header::SERVER);
-    resp
 }
