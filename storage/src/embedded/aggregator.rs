@@ -28,7 +28,9 @@ pub struct RowKey {
 /// Histograms per minute row, accumulated between flushes.
 #[derive(Debug, Default)]
 pub struct MinuteDeltas {
-    rows: HashMap<RowKey, Histogram>,
+    /// foldhash, not SipHash: every sample hashes its row key (two short strings). It is still seeded at random,
+    /// so colliding page names cannot be prepared offline.
+    rows: HashMap<RowKey, Histogram, foldhash::fast::RandomState>,
     samples: u64,
     /// The largest [`Accepted::id`] recorded: with the spool, ids are spool sequence numbers, and this becomes the
     /// store's checkpoint in the same transaction as the data.
