@@ -75,15 +75,40 @@ stop_pid() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true;
 
 json_field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d'+sys.argv[2]))" "$@"; }
 
-# A run: $1 name, then loadtest run flags. Prints the text report, keeps the JSON.
+# CPU time of every thread of process $1, summed by thread name: "name ticks" lines.
+cpu_ticks() {
+  for t in /proc/"$1"/task/*; do
+    awk '{ match($0, /\(.*\)/); name = substr($0, RSTART + 1, RLENGTH - 2); split(substr($0, RSTART + RLENGTH + 1), f, " ");
+           gsub(/ /, "_", name); print name, f[12] + f[13] }' "$t/stat" 2>/dev/null
+  done | awk '{ a[$1] += $2 } END { for (k in a) print k, a[k] }'
+}
+
+# A run: $1 name, then loadtest run flags. Prints the text report, keeps the JSON. With SERVER_PID set, also the
+# server's CPU time per accepted beacon by thread: steadier than beacons/s on a shared machine, and it says where the
+# time goes.
 lt_run() {
   local name="$1"
   shift
+  [ -n "${SERVER_PID:-}" ] && cpu_ticks "$SERVER_PID" >"$OUT/$name.cpu-before"
   "${LT[@]}" run --no-progress --format json "$@" >"$OUT/$name.json" || {
     local rc=$?
     note "$name: loadtest exited $rc"
     [ "$rc" = 2 ] || return "$rc"
   }
+  if [ -n "${SERVER_PID:-}" ]; then
+    cpu_ticks "$SERVER_PID" >"$OUT/$name.cpu-after"
+    note "$name: server CPU per accepted beacon: $(python3 - "$OUT/$name" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+base, hz = sys.argv[1], int(sys.argv[2])
+read = lambda f: {k: int(v) for k, v in (l.split() for l in open(f) if l.strip())}
+before, after = read(base + ".cpu-before"), read(base + ".cpu-after")
+n = json.load(open(base + ".json"))["run"]["accepted"]
+us = {k: (after[k] - before.get(k, 0)) * 1e6 / hz / max(n, 1) for k in after}
+parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(us.items(), key=lambda kv: -kv[1]) if v >= 0.5)
+print(f"{sum(us.values()):.0f} µs ({parts})")
+PY
+)"
+  fi
   note "$name: $(python3 - "$OUT/$name.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); r = d["run"]; l = r["latency_ms"]
@@ -126,7 +151,7 @@ for step in $STEPS; do
     SPID=$!
     PIDS+=("$SPID")
     sleep 0.5
-    lt_run sink-max --target "http://127.0.0.1:$SINK_PORT" --duration "$DURATION" --connections "$CONNECTIONS"
+    SERVER_PID=$SPID lt_run sink-max --target "http://127.0.0.1:$SINK_PORT" --duration "$DURATION" --connections "$CONNECTIONS"
     SINK_MAX=$(rate_of sink-max)
     wrk_run sink-wrk "http://127.0.0.1:$SINK_PORT/v1/beacon"
     stop_pid "$SPID"
@@ -134,7 +159,7 @@ for step in $STEPS; do
     say "(2) fieldvitals, embedded store + spool, full path"
     rm -rf "$OUT/data-ingest"
     start_collector "$OUT/data-ingest"
-    lt_run collector-max --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix max
+    SERVER_PID=$CPID lt_run collector-max --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix max
     COLL_MAX=$(rate_of collector-max)
     HALF=$(python3 -c "print(int($COLL_MAX/2))")
     lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix half --verify
@@ -160,7 +185,7 @@ for step in $STEPS; do
     COLLECTOR_BIN="$CH_COLLECTOR_BIN"
     start_collector "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench
     COLLECTOR_BIN="$SAVED"
-    lt_run ch-collector-max --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chmax
+    SERVER_PID=$CPID lt_run ch-collector-max --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chmax
     CH_MAX=$(rate_of ch-collector-max)
     lt_run ch-collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($CH_MAX/2))")" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chhalf --verify
     stop_pid "$CPID"
