@@ -74,70 +74,11 @@ struct Dims<'a> {
     nav: Option<NavType>,
 }
 
-/// One group's (bucket, count) pairs as sorted runs (each row's pairs are sorted by bucket), and its rating counts.
+/// One group's (bucket, count) pairs in row order (each row's pairs are sorted), and its rating counts.
 struct Pending {
     key: GroupKey,
     pairs: Vec<(u64, u64)>,
-    /// Where each run ends in `pairs`.
-    run_ends: Vec<usize>,
     ratings: [u64; 3],
-}
-
-impl Pending {
-    fn push_run(&mut self, run: &[(u64, u64)]) {
-        // A row entirely above the previous pairs continues their run.
-        let continues = matches!((run.first(), self.pairs.last()), (Some(f), Some(l)) if f.0 > l.0);
-        self.pairs.extend_from_slice(run);
-        match self.run_ends.last_mut() {
-            Some(end) if continues => *end = self.pairs.len(),
-            _ => self.run_ends.push(self.pairs.len()),
-        }
-    }
-}
-
-/// Merges sorted runs (ending at `ends`) pairwise, summing the counts of equal buckets, until one sorted run is
-/// left: n log(runs) rather than sorting n pairs, and the runs shrink as they merge (a page's rows share most
-/// buckets).
-fn merge_runs(mut pairs: Vec<(u64, u64)>, mut ends: Vec<usize>) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(pairs.len());
-    while ends.len() > 1 {
-        out.clear();
-        let mut merged_ends = Vec::with_capacity(ends.len().div_ceil(2));
-        let mut start = 0;
-        for two in ends.chunks(2) {
-            let a = &pairs[start..two[0]];
-            match two.get(1) {
-                Some(&end) => merge_summing(&mut out, a, &pairs[two[0]..end]),
-                None => out.extend_from_slice(a),
-            }
-            start = *two.last().expect("chunks are not empty");
-            merged_ends.push(out.len());
-        }
-        std::mem::swap(&mut pairs, &mut out);
-        ends = merged_ends;
-    }
-    pairs
-}
-
-/// Appends the merge of two runs sorted by bucket to `out`, adding the counts of a bucket present in both.
-fn merge_summing(out: &mut Vec<(u64, u64)>, a: &[(u64, u64)], b: &[(u64, u64)]) {
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        let (x, y) = (a[i], b[j]);
-        if x.0 < y.0 {
-            out.push(x);
-            i += 1;
-        } else if y.0 < x.0 {
-            out.push(y);
-            j += 1;
-        } else {
-            out.push((x.0, x.1 + y.1));
-            i += 1;
-            j += 1;
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
 }
 
 /// Groups found so far. A row finds its group by a byte key built in a reused buffer, so rows of an existing group
@@ -178,14 +119,13 @@ impl Groups {
                         nav: dims.nav,
                     },
                     pairs: Vec::new(),
-                    run_ends: Vec::new(),
                     ratings: [0; 3],
                 });
                 i
             }
         };
         let g = &mut self.groups[i];
-        g.push_run(h.buckets());
+        g.pairs.extend_from_slice(h.buckets());
         for (total, r) in g.ratings.iter_mut().zip(h.rating_counts()) {
             *total += r;
         }
@@ -195,9 +135,11 @@ impl Groups {
     fn finish(self) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
         self.groups
             .into_iter()
-            .map(|g| {
-                // Already sorted and without repeats: from_parts only checks that and the totals.
-                Histogram::from_parts(merge_runs(g.pairs, g.run_ends), g.ratings)
+            .map(|mut g| {
+                // A stable sort finds the sorted runs the rows contributed and merges them (n log runs): cheaper than
+                // sorting from scratch when a group is a few dozen large rows, as `hist_page` gives.
+                g.pairs.sort_by_key(|p| p.0);
+                Histogram::from_parts(g.pairs, g.ratings)
                     .map(|h| (g.key, h))
                     .ok_or_else(|| {
                         StoreError::Other(
@@ -324,31 +266,5 @@ mod tests {
         // Nothing rolled up: all minutes, one coalesced range.
         assert_eq!(plan(from, to, 0, 0), vec![(Resolution::Minute, from, to)]);
         assert!(plan(to, to, 0, 0).is_empty());
-    }
-
-    proptest::proptest! {
-        /// Merging rows as sorted runs gives exactly what sorting all their pairs gives.
-        #[test]
-        fn merging_runs_equals_sorting(rows in proptest::collection::vec(
-            proptest::collection::btree_map(0u64..64, 1u64..5, 0..12), 0..20)
-        ) {
-            let mut g = Pending {
-                key: GroupKey::default(),
-                pairs: Vec::new(),
-                run_ends: Vec::new(),
-                ratings: [0; 3],
-            };
-            let mut all = Vec::new();
-            for row in &rows {
-                let run: Vec<(u64, u64)> = row.iter().map(|(&b, &c)| (b, c)).collect();
-                g.push_run(&run);
-                all.extend(run);
-            }
-            let total = all.iter().map(|p| p.1).sum();
-            let want = Histogram::from_parts(all, [total, 0, 0]).unwrap();
-            let merged = merge_runs(g.pairs, g.run_ends);
-            proptest::prop_assert!(merged.windows(2).all(|w| w[0].0 < w[1].0));
-            proptest::prop_assert_eq!(Histogram::from_parts(merged, [total, 0, 0]).unwrap(), want);
-        }
     }
 }
