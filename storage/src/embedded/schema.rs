@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS meta (
 ";
 
 /// Version 2 adds `hist_page`: hour and day rows of `hist` merged over device, release and nav. "p75 by page over 28
-/// days" reads ~1,000 × 28 of these instead of ~10× as many `hist` rows; it is kept in the roll-ups and late writes
+/// days" reads ~1,000 × 28 of these instead of 5-13× as many `hist` rows; it is kept in the roll-ups and late writes
 /// (see [`super::rollup`]), never on the per-second flush of current minutes.
 const SCHEMA_V2: &str = "
 CREATE TABLE IF NOT EXISTS hist_page (
