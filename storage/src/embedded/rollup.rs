@@ -234,7 +234,12 @@ fn prune(conn: &mut Connection, res: Resolution, cut: i64, key: &str) -> rusqlit
         return Ok(());
     }
     let tx = conn.transaction()?;
-    for table in ["hist", "hist_page"] {
+    // `hist_page` holds no minutes: a DELETE of them would only scan it.
+    let tables: &[&str] = match res {
+        Resolution::Minute => &["hist"],
+        _ => &["hist", "hist_page"],
+    };
+    for table in tables {
         tx.execute(
             &format!("DELETE FROM {table} WHERE res = ?1 AND start_ms < ?2"),
             params![res as i64, cut],
