@@ -4,7 +4,9 @@
 //! samples into per-minute sparse histograms held in memory ([`aggregator::MinuteDeltas`]) and, every second, hands
 //! the deltas to a dedicated writer thread. The writer merges them into the `hist` table with the `hist_merge` SQL
 //! function ([`sql_functions`]) and rolls closed hours up from minutes and closed days up from hours
-//! ([`rollup`]), so a 28-day query reads a few day rows per group instead of 40,000 minute rows. Queries
+//! ([`rollup`]), so a 28-day query reads a few day rows per group instead of 40,000 minute rows. The same roll-ups
+//! (and late deltas below their watermarks) also keep `hist_page`, the hour and day rows merged over device, release
+//! and nav, which queries by page or by nothing read instead of `hist`'s many times as many rows (`query.rs`). Queries
 //! ([`HistogramSource`]) run on their own read connections against a consistent WAL snapshot.
 
 pub mod aggregator;
@@ -287,7 +289,8 @@ mod tests {
     use super::*;
     use crate::time_range::{Resolution, DAY_MS, HOUR_MS, MINUTE_MS};
     use crate::{Filters, GroupBy};
-    use vitals::{DeviceClass, Metric, Quantile};
+    use std::collections::BTreeMap;
+    use vitals::{DeviceClass, Metric, NavType};
 
     fn beacon(site: &str, page: &str, value: f64) -> vitals::Beacon {
         let body = format!(
@@ -378,58 +381,259 @@ mod tests {
         assert_eq!(got[0].1.count(), 2);
     }
 
-    /// Samples over three days, rolled up as time passes, must read back exactly as if recorded directly, for
-    /// ranges that cut across minutes, hours and days — including late deltas into already rolled-up hours.
-    #[test]
-    fn roll_ups_preserve_every_range_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DB_FILE);
-        let mut conn = schema::open_writer(&path).unwrap();
-        let t0 = 20_000 * DAY_MS + 7 * HOUR_MS;
+    /// One raw sample, as a test records it and as the store must give it back.
+    #[derive(Clone)]
+    struct Raw {
+        t: i64,
+        page: &'static str,
+        device: DeviceClass,
+        release: &'static str,
+        nav: NavType,
+        value: f64,
+    }
+
+    impl Raw {
+        fn accepted(&self, id: u64) -> Accepted {
+            let release = if self.release.is_empty() {
+                String::new()
+            } else {
+                format!(r#","release":"{}""#, self.release)
+            };
+            let body = format!(
+                r#"{{"v":1,"site":"s","url":"https://x.example{}"{release},"nav":"{}","metrics":[{{"name":"LCP","value":{}}}]}}"#,
+                self.page,
+                self.nav.as_str(),
+                self.value
+            );
+            Accepted {
+                id,
+                received_at_ms: self.t,
+                device: self.device,
+                beacon: vitals::decode_beacon(body.as_bytes()).unwrap(),
+            }
+        }
+    }
+
+    /// Random samples at `t`, over a few pages, devices, releases and navigation types.
+    fn random_samples(x: &mut u64, t: i64, n: usize) -> Vec<Raw> {
+        (0..n)
+            .map(|_| {
+                *x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = *x >> 33;
+                Raw {
+                    t,
+                    page: ["/a", "/b", "/c"][(r % 3) as usize],
+                    device: DeviceClass::ALL[(r / 3 % 3) as usize],
+                    release: ["", "r1", "r2"][(r / 9 % 3) as usize],
+                    nav: [NavType::Navigate, NavType::Reload][(r / 27 % 2) as usize],
+                    value: (*x >> 40) as f64 / 7.0,
+                }
+            })
+            .collect()
+    }
+
+    fn write_raw(conn: &mut Connection, samples: &[Raw]) {
+        let mut deltas = MinuteDeltas::default();
+        for (i, s) in samples.iter().enumerate() {
+            deltas.record(&s.accepted(i as u64 + 1));
+        }
+        rollup::write_deltas(conn, &deltas).unwrap();
+    }
+
+    /// Every query shape: by page or nothing (with and without a page filter) can read `hist_page`; the rest cannot.
+    fn shapes() -> Vec<(GroupBy, Filters)> {
+        let by_page = GroupBy {
+            page: true,
+            ..GroupBy::default()
+        };
+        let page_b = Filters {
+            page: Some("/b".into()),
+            ..Filters::default()
+        };
+        vec![
+            (by_page, Filters::default()),
+            (GroupBy::default(), Filters::default()),
+            (GroupBy::default(), page_b.clone()),
+            (by_page, page_b),
+            (
+                GroupBy {
+                    device: true,
+                    ..GroupBy::default()
+                },
+                Filters::default(),
+            ),
+            (
+                GroupBy {
+                    page: true,
+                    device: true,
+                    release: true,
+                    nav: true,
+                },
+                Filters::default(),
+            ),
+            (
+                by_page,
+                Filters {
+                    device: Some(DeviceClass::Phone),
+                    ..Filters::default()
+                },
+            ),
+            (
+                GroupBy::default(),
+                Filters {
+                    release: Some("r1".into()),
+                    ..Filters::default()
+                },
+            ),
+            (
+                by_page,
+                Filters {
+                    nav: Some(NavType::Reload),
+                    ..Filters::default()
+                },
+            ),
+        ]
+    }
+
+    /// Checks every shape over `[from, to)` (snapped at `now`): the answer through `hist_page` where it applies, and
+    /// through `hist` alone, equal the raw samples recorded directly.
+    fn assert_exact(conn: &Connection, raw: &[Raw], from: i64, to: i64, now: i64) {
+        // Ranges reach the store snapped to what is kept at their age (minute rows of old hours are pruned).
+        let (from, to) = crate::snap_range(from, to, now);
+        for (by, filters) in shapes() {
+            let mut want: BTreeMap<GroupKey, Histogram> = BTreeMap::new();
+            let f = &filters;
+            for r in raw.iter().filter(|r| {
+                r.t >= from
+                    && r.t < to
+                    && f.page.as_deref().is_none_or(|p| p == r.page)
+                    && f.device.is_none_or(|d| d == r.device)
+                    && f.release.as_deref().is_none_or(|x| x == r.release)
+                    && f.nav.is_none_or(|n| n == r.nav)
+            }) {
+                let key = GroupKey::project(by, r.page, r.device, r.release, r.nav);
+                want.entry(key).or_default().record(Metric::Lcp, r.value);
+            }
+            let q = HistQuery {
+                site: "s".into(),
+                metric: Metric::Lcp,
+                from_ms: from,
+                to_ms: to,
+                by,
+                filters: filters.clone(),
+            };
+            let read = |page_rows| -> BTreeMap<GroupKey, Histogram> {
+                query::histograms_via(conn, &q, page_rows)
+                    .unwrap()
+                    .into_iter()
+                    .collect()
+            };
+            assert_eq!(read(false), want, "hist, range {from}..{to}, {by:?} {f:?}");
+            assert_eq!(
+                query::histograms(conn, &q)
+                    .unwrap()
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+                want,
+                "as served, range {from}..{to}, {by:?} {f:?}"
+            );
+            if query::page_level(&q) {
+                assert_eq!(
+                    read(true),
+                    want,
+                    "hist_page, range {from}..{to}, {by:?} {f:?}"
+                );
+            }
+        }
+    }
+
+    /// `hist_page` holds, row for row, the merge of `hist`'s hour and day rows over device, release and nav.
+    fn assert_projection_matches_hist(conn: &Connection) {
+        let rows = |sql: &str| -> Vec<(String, i64, i64, i64, String, Vec<u8>)> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let got = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap();
+            got
+        };
+        let merged = rows(
+            "SELECT site, metric, res, start_ms, page, hist_merge_agg(hist) FROM hist WHERE res IN (1, 2)
+             GROUP BY site, metric, res, start_ms, page ORDER BY site, metric, res, start_ms, page",
+        );
+        let projected = rows(
+            "SELECT site, metric, res, start_ms, page, hist FROM hist_page
+             ORDER BY site, metric, res, start_ms, page",
+        );
+        assert!(!projected.is_empty());
+        assert_eq!(projected, merged);
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A writer connection whose watermarks start at `t0` (not at the real now).
+    fn writer_at(path: &Path, t0: i64) -> Connection {
+        let mut conn = schema::open_writer(path).unwrap();
         conn.execute("DELETE FROM meta", []).unwrap();
         let tx = conn.transaction().unwrap();
         rollup::init_watermarks(&tx, t0).unwrap();
         tx.commit().unwrap();
-        let mut raw: Vec<(i64, DeviceClass, f64)> = Vec::new();
+        conn
+    }
+
+    /// Three days of samples written as time passes, with roll-ups, then late deltas (replays) into a rolled-up
+    /// hour and a rolled-up day, for pages old and new. Returns the connection, the raw samples and the final now.
+    fn three_days(path: &Path, t0: i64) -> (Connection, Vec<Raw>, i64) {
+        let mut conn = writer_at(path, t0);
+        let mut raw: Vec<Raw> = Vec::new();
         let mut x: u64 = 12345;
         let mut now = t0;
         while now < t0 + 3 * DAY_MS {
-            let mut deltas = MinuteDeltas::default();
-            for _ in 0..3 {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let value = (x >> 40) as f64 / 7.0;
-                let device = DeviceClass::ALL[(x % 3) as usize];
-                let a = Accepted {
-                    id: x,
-                    received_at_ms: now,
-                    device,
-                    beacon: beacon("s", "/p", value),
-                };
-                deltas.record(&a);
-                raw.push((now, device, value));
-            }
-            rollup::write_deltas(&mut conn, &deltas).unwrap();
+            let batch = random_samples(&mut x, now, 4);
+            write_raw(&mut conn, &batch);
+            raw.extend(batch);
             rollup::roll_up_and_prune(&mut conn, now, 0).unwrap();
             now += 17 * MINUTE_MS;
         }
-        // A late delta (a replay) into the first, long rolled-up hour.
-        let mut late = MinuteDeltas::default();
-        late.record(&Accepted {
-            id: 1,
-            received_at_ms: t0 + 5 * MINUTE_MS,
-            device: DeviceClass::Phone,
-            beacon: beacon("s", "/p", 99.0),
+        let mut late = random_samples(&mut x, t0 + 5 * MINUTE_MS, 5);
+        late.extend(random_samples(&mut x, t0 + DAY_MS + 3 * HOUR_MS, 5));
+        late.push(Raw {
+            page: "/late",
+            ..late[0].clone()
         });
-        raw.push((t0 + 5 * MINUTE_MS, DeviceClass::Phone, 99.0));
-        rollup::write_deltas(&mut conn, &late).unwrap();
+        write_raw(&mut conn, &late);
+        raw.extend(late);
         let (hours, days) = rollup::watermarks(&conn).unwrap();
         assert!(
-            hours > t0 + 2 * DAY_MS && days > t0,
+            hours > t0 + 2 * DAY_MS && days >= Resolution::Day.floor(t0) + 2 * DAY_MS,
             "roll-ups ran: {hours} {days}"
         );
+        (conn, raw, now)
+    }
 
+    /// Samples over three days, rolled up as time passes, must read back exactly as if recorded directly, for
+    /// ranges that cut across minutes, hours and days — including late deltas into already rolled-up hours and days
+    /// — in every query shape, through `hist_page` and through `hist` alone.
+    #[test]
+    fn roll_ups_preserve_every_range_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 20_000 * DAY_MS + 7 * HOUR_MS;
+        let (conn, raw, now) = three_days(&dir.path().join(DB_FILE), t0);
+        assert_projection_matches_hist(&conn);
         let ranges = [
             (t0, t0 + 3 * DAY_MS),
             (
@@ -449,36 +653,110 @@ mod tests {
             (now - 3 * HOUR_MS - 13 * MINUTE_MS, now),
         ];
         for (from, to) in ranges {
-            // Ranges reach the store snapped to what is kept at their age (minute rows of old hours are pruned).
-            let (from, to) = crate::snap_range(from, to, now);
-            let q = HistQuery {
-                site: "s".into(),
-                metric: Metric::Lcp,
-                from_ms: from,
-                to_ms: to,
-                by: GroupBy {
-                    device: true,
-                    ..GroupBy::default()
-                },
-                filters: Filters::default(),
-            };
-            let got = query::histograms(&conn, &q).unwrap();
-            for d in DeviceClass::ALL {
-                let mut want = Histogram::new();
-                raw.iter()
-                    .filter(|r| r.0 >= from && r.0 < to && r.1 == d)
-                    .for_each(|r| want.record(Metric::Lcp, r.2));
-                let have = got
-                    .iter()
-                    .find(|g| g.0.device == Some(d))
-                    .map(|g| g.1.clone())
-                    .unwrap_or_default();
-                assert_eq!(have, want, "range {from}..{to} device {d}");
-                assert_eq!(
-                    have.quantile(Metric::Lcp, Quantile::P75),
-                    want.quantile(Metric::Lcp, Quantile::P75)
-                );
+            assert_exact(&conn, &raw, from, to, now);
+        }
+    }
+
+    /// A store written by schema version 1 (no `hist_page`) opens, gains `hist_page` from its hour and day rows, and
+    /// answers every shape exactly as before.
+    #[test]
+    fn migrates_a_version_1_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let t0 = 20_000 * DAY_MS + 7 * HOUR_MS;
+        let now = t0 + 3 * DAY_MS;
+        let (hours_until, days_until) = (Resolution::Hour.floor(now), Resolution::Day.floor(now));
+        let mut raw = Vec::new();
+        let mut x: u64 = 777;
+        for i in 0..400 {
+            raw.extend(random_samples(&mut x, t0 + i * 11 * MINUTE_MS, 1));
+        }
+        // What version 1 wrote: minute rows, plus hour and day rows below the watermarks.
+        let mut v1_rows: BTreeMap<(i64, i64, &str, u8, &str, u8), Histogram> = BTreeMap::new();
+        for r in &raw {
+            for (res, until) in [
+                (Resolution::Minute, i64::MAX),
+                (Resolution::Hour, hours_until),
+                (Resolution::Day, days_until),
+            ] {
+                if r.t < until {
+                    let key = (
+                        res as i64,
+                        res.floor(r.t),
+                        r.page,
+                        r.device.code(),
+                        r.release,
+                        r.nav.code(),
+                    );
+                    v1_rows.entry(key).or_default().record(Metric::Lcp, r.value);
+                }
             }
         }
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(schema::SCHEMA_V1).unwrap();
+            for ((res, start, page, device, release, nav), h) in &v1_rows {
+                conn.execute(
+                    "INSERT INTO hist(res, site, metric, start_ms, page, device, release, nav, hist)
+                     VALUES (?1, 's', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    rusqlite::params![res, Metric::Lcp.code(), start, page, device, release, nav, h.encode()],
+                )
+                .unwrap();
+            }
+            conn.execute_batch(&format!(
+                "INSERT INTO meta VALUES ('hours_rolled_until', {hours_until}), ('days_rolled_until', {days_until});
+                 PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+        }
+        let conn = schema::open_writer(&path).unwrap();
+        assert_eq!(count(&conn, "PRAGMA user_version"), 2);
+        assert_projection_matches_hist(&conn);
+        let projected = count(&conn, "SELECT count(*) FROM hist_page");
+        for (from, to) in [
+            (t0, now),
+            (t0 + 13 * MINUTE_MS, t0 + DAY_MS + 2 * HOUR_MS),
+            (now - 5 * HOUR_MS - 3 * MINUTE_MS, now),
+        ] {
+            assert_exact(&conn, &raw, from, to, now);
+        }
+        drop(conn);
+        // Opening again migrates nothing twice.
+        let conn = schema::open_writer(&path).unwrap();
+        assert_eq!(count(&conn, "SELECT count(*) FROM hist_page"), projected);
+    }
+
+    /// Pruning takes `hist_page`'s hour and day rows with the same cuts as `hist`'s.
+    #[test]
+    fn pruning_removes_projection_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 20_000 * DAY_MS + 7 * HOUR_MS;
+        let (mut conn, _, now) = three_days(&dir.path().join(DB_FILE), t0);
+        let page_rows = |conn: &Connection, res: Resolution| {
+            count(
+                conn,
+                &format!("SELECT count(*) FROM hist_page WHERE res = {}", res as i64),
+            )
+        };
+        let (hours, days) = (
+            page_rows(&conn, Resolution::Hour),
+            page_rows(&conn, Resolution::Day),
+        );
+        assert!(hours > 0 && days > 0);
+        // Ten days on: minutes go, hours and days stay (the last hours are rolled up now), in both tables.
+        rollup::roll_up_and_prune(&mut conn, now + 10 * DAY_MS, 0).unwrap();
+        assert_eq!(rows(&conn, Resolution::Minute), 0);
+        assert!(page_rows(&conn, Resolution::Hour) >= hours);
+        assert_projection_matches_hist(&conn);
+        // A hundred days on: every hour is past the 90-day horizon.
+        rollup::roll_up_and_prune(&mut conn, now + 100 * DAY_MS, 400).unwrap();
+        assert_eq!(page_rows(&conn, Resolution::Hour), 0);
+        assert_eq!(rows(&conn, Resolution::Hour), 0);
+        assert!(page_rows(&conn, Resolution::Day) >= days);
+        assert_projection_matches_hist(&conn);
+        // With 30 days of retention every seeded day goes too.
+        rollup::roll_up_and_prune(&mut conn, now + 100 * DAY_MS, 30).unwrap();
+        assert_eq!(count(&conn, "SELECT count(*) FROM hist_page"), 0);
+        assert_eq!(rows(&conn, Resolution::Day), 0);
     }
 }

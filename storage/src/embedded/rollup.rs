@@ -3,10 +3,18 @@
 //! Watermarks in `meta` say how far roll-ups have gone: every hour before `hours_rolled_until` has its hour rows,
 //! every day before `days_rolled_until` its day rows. A delta for a minute that is already rolled up (a beacon
 //! replayed after a restart) is merged into the hour and day rows too, so every resolution stays exact.
+//!
+//! `hist_page` (hour and day rows merged over device, release and nav) follows `hist` step for step: its hours are
+//! rolled from the same minute rows in the same transaction as `hist`'s, its days from its own hours, late deltas
+//! reach it like they reach `hist`'s hours and days, and it is pruned with the same cuts. The flush of current
+//! minutes (above the watermarks) never touches it.
 
 use super::aggregator::MinuteDeltas;
 use crate::time_range::{Resolution, DAY_MS, HOUR_MS};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::collections::HashMap;
+use std::sync::Arc;
+use vitals::{Histogram, Metric};
 
 /// How long after an hour ends before it is rolled up: deltas reach the database within a couple of seconds.
 pub const ROLLUP_GRACE_MS: i64 = 2 * 60_000;
@@ -46,6 +54,13 @@ const UPSERT: &str =
     ON CONFLICT(site, metric, res, start_ms, page, device, release, nav)
     DO UPDATE SET hist = hist_merge(hist, excluded.hist)";
 
+const UPSERT_PAGE: &str = "INSERT INTO hist_page(res, site, metric, start_ms, page, hist)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    ON CONFLICT(site, metric, res, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)";
+
+/// A `hist_page` row's key: resolution, site, metric, bucket start, page.
+type PageRowKey = (Resolution, Arc<str>, Metric, i64, Arc<str>);
+
 /// The largest accepted-beacon id whose samples are stored (0 when none).
 pub fn stored_through(conn: &Connection) -> rusqlite::Result<u64> {
     let v: Option<i64> = conn
@@ -62,6 +77,8 @@ pub fn stored_through(conn: &Connection) -> rusqlite::Result<u64> {
 pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let (hours_until, days_until) = watermarks(&tx)?;
+    // Late deltas for `hist_page`, merged per page first: one upsert per page, hour and day rather than per row.
+    let mut late: HashMap<PageRowKey, Histogram> = HashMap::new();
     {
         let mut upsert = tx.prepare_cached(UPSERT)?;
         for (k, h) in deltas.rows() {
@@ -80,12 +97,33 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
                 ])
             };
             put(Resolution::Minute)?;
-            if k.start_ms < hours_until {
-                put(Resolution::Hour)?;
+            for (res, until) in [
+                (Resolution::Hour, hours_until),
+                (Resolution::Day, days_until),
+            ] {
+                if k.start_ms < until {
+                    put(res)?;
+                    let key = (
+                        res,
+                        k.site.clone(),
+                        k.metric,
+                        res.floor(k.start_ms),
+                        k.page.clone(),
+                    );
+                    late.entry(key).or_default().merge(h);
+                }
             }
-            if k.start_ms < days_until {
-                put(Resolution::Day)?;
-            }
+        }
+        let mut upsert_page = tx.prepare_cached(UPSERT_PAGE)?;
+        for ((res, site, metric, start_ms, page), h) in &late {
+            upsert_page.execute(params![
+                *res as i64,
+                &**site,
+                metric.code(),
+                start_ms,
+                &**page,
+                h.encode()
+            ])?;
         }
     }
     tx.execute(
@@ -101,7 +139,8 @@ fn roll(
     from: Resolution,
     to: Resolution,
     start: i64,
-) -> rusqlite::Result<usize> {
+) -> rusqlite::Result<()> {
+    let args = (to as i64, start, from as i64, start + to.ms());
     tx.execute(
         "INSERT INTO hist(res, site, metric, start_ms, page, device, release, nav, hist)
          SELECT ?1, site, metric, ?2, page, device, release, nav, hist_merge_agg(hist)
@@ -110,8 +149,27 @@ fn roll(
          ORDER BY site, metric, page, device, release, nav
          ON CONFLICT(site, metric, res, start_ms, page, device, release, nav)
          DO UPDATE SET hist = hist_merge(hist, excluded.hist)",
-        params![to as i64, start, from as i64, start + to.ms()],
-    )
+        args,
+    )?;
+    // `hist_page`'s hours come from the same minute rows; its days from its own hours, which hold the same samples as
+    // `hist`'s hours and are fewer (2.7× with 10 M benchmark samples).
+    let source = if from == Resolution::Minute {
+        "hist"
+    } else {
+        "hist_page"
+    };
+    tx.execute(
+        &format!(
+            "INSERT INTO hist_page(res, site, metric, start_ms, page, hist)
+             SELECT ?1, site, metric, ?2, page, hist_merge_agg(hist)
+             FROM {source} WHERE res = ?3 AND start_ms >= ?2 AND start_ms < ?4
+             GROUP BY site, metric, page
+             ORDER BY site, metric, page
+             ON CONFLICT(site, metric, res, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)"
+        ),
+        args,
+    )?;
+    Ok(())
 }
 
 /// Rolls up every closed hour and day not yet rolled, and deletes rows past their resolution's age.
@@ -176,10 +234,17 @@ fn prune(conn: &mut Connection, res: Resolution, cut: i64, key: &str) -> rusqlit
         return Ok(());
     }
     let tx = conn.transaction()?;
-    tx.execute(
-        "DELETE FROM hist WHERE res = ?1 AND start_ms < ?2",
-        params![res as i64, cut],
-    )?;
+    // `hist_page` holds no minutes: a DELETE of them would only scan it.
+    let tables: &[&str] = match res {
+        Resolution::Minute => &["hist"],
+        _ => &["hist", "hist_page"],
+    };
+    for table in tables {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE res = ?1 AND start_ms < ?2"),
+            params![res as i64, cut],
+        )?;
+    }
     tx.execute(
         "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         params![key, cut],
