@@ -204,7 +204,7 @@ struct FastSample<'a> {
     name: Option<&'a str>,
     value: Option<f64>,
     id: Option<&'a str>,
-    attribution: bool,
+    attribution: Option<serde::de::IgnoredAny>,
 }
 
 /// Sets a field once: a repeated key sends the body to the general decoder (which keeps the last).
@@ -269,19 +269,17 @@ impl<'de> serde::Deserialize<'de> for FastSample<'de> {
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
                 let mut m = FastSample::default();
-                let mut attribution: Option<serde::de::IgnoredAny> = None;
                 while let Some(key) = map.next_key::<&'de str>()? {
                     match key {
                         "name" => once(&mut m.name, &mut map)?,
                         "value" => once(&mut m.value, &mut map)?,
                         "id" => once(&mut m.id, &mut map)?,
-                        "attribution" => once(&mut attribution, &mut map)?,
+                        "attribution" => once(&mut m.attribution, &mut map)?,
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
                     }
                 }
-                m.attribution = attribution.is_some();
                 Ok(m)
             }
         }
@@ -314,7 +312,7 @@ fn decode_fast(body: &[u8], rules: &dyn RouteRules) -> Option<Beacon> {
     };
     let mut metrics: Vec<Sample> = Vec::with_capacity(raw_metrics.len());
     for m in raw_metrics {
-        if m.attribution {
+        if m.attribution.is_some() {
             return None;
         }
         let name = m.name?;

@@ -38,7 +38,6 @@ fn acceptable(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// The middleware.
 /// The request's id: a sane incoming one, else a new one.
 pub fn incoming_or_new(req: &Request) -> String {
     req.headers()
