@@ -69,7 +69,6 @@ impl Application {
                 // Space comes back a whole stored segment at a time, so segments are a small part of the bound.
                 segment_bytes: (config.spool_max_bytes / 8).clamp(16 << 10, 32 << 20),
                 fsync_interval: Duration::from_millis(config.spool_fsync_ms),
-                ..SpoolOptions::default()
             },
             stored_through + 1,
         )

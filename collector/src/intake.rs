@@ -32,14 +32,10 @@ impl Intake {
     /// Appends a validated beacon; resolves once it is durably in the spool. Full or failing spools are answered
     /// at once (503), never by waiting.
     pub async fn offer(&self, a: &Accepted) -> Result<u64, IngestError> {
-        let pending = self
-            .spool
-            .append(storage::codec::encode(a))
-            .map_err(spool_error)?;
-        match pending.await {
-            Ok(r) => r.map_err(spool_error),
-            Err(_) => Err(IngestError::Unavailable),
-        }
+        self.spool
+            .append(&storage::codec::encode(a))
+            .await
+            .map_err(spool_error)
     }
 
     /// The spool, for readiness and metrics.

@@ -49,8 +49,7 @@ async fn main() {
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let rx = spool.append(payload.clone()).expect("append");
-                rx.await.expect("answer").expect("written");
+                spool.append(&payload).await.expect("written");
                 lat.push(t.elapsed().as_micros() as u64);
             }
             lat
