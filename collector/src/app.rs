@@ -100,6 +100,7 @@ impl Application {
             limiter: Arc::new(RateLimiter::default()),
             metrics: metrics.clone(),
             spool_max_bytes: config.spool_max_bytes,
+            request_timeout: Duration::from_secs(config.request_timeout_secs),
             refusal_log: Arc::default(),
         };
         spawn_gauges(&state);
@@ -113,11 +114,13 @@ impl Application {
             .with_state(state.clone())
             .merge(query::http::routes(engine))
             .layer(from_fn_with_state(auth, require_token));
+        // `POST /v1/beacon` carries the load and does the envelope's work itself (see routes/beacon.rs); every
+        // other route, its preflight and its 405 included, goes through the timeout and envelope layers.
+        let beacon = post(routes::beacon::post_beacon)
+            .options(routes::beacon::preflight)
+            .fallback(routes::beacon::method_not_allowed)
+            .with_state(state.clone());
         let router = Router::new()
-            .route(
-                "/v1/beacon",
-                post(routes::beacon::post_beacon).options(routes::beacon::preflight),
-            )
             .route("/{file}", get(routes::beacon_files::get_file))
             .route("/healthz", get(routes::health::healthz))
             .route("/readyz", get(routes::health::readyz))
@@ -134,7 +137,9 @@ impl Application {
                     policy: policy.clone(),
                 },
                 routes::envelope::envelope,
-            ));
+            ))
+            // Routes added after the layers are not wrapped by them (the 404 fallback still is).
+            .route("/v1/beacon", beacon);
         let admin_router = routes::admin::routes(metrics.clone());
         let listener = TcpListener::bind(config.listen)
             .await

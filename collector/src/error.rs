@@ -23,6 +23,9 @@ pub enum IngestError {
     /// The body could not be read.
     #[error("body: {0}")]
     Unreadable(String),
+    /// The body did not arrive within the request deadline (seconds).
+    #[error("body: not received within {0} s")]
+    TimedOut(u64),
     /// A content type beacons are never sent with.
     #[error("content-type: {0:?} is not accepted; send text/plain (navigator.sendBeacon) or application/json")]
     UnsupportedMediaType(String),
@@ -55,9 +58,9 @@ impl IngestError {
         match self {
             IngestError::Invalid(_) => m.reject(Reject::Invalid),
             IngestError::TooLarge(_) => m.reject(Reject::TooLarge),
-            IngestError::Unreadable(_) | IngestError::UnsupportedEncoding(_) => {
-                m.reject(Reject::Unreadable)
-            }
+            IngestError::Unreadable(_)
+            | IngestError::TimedOut(_)
+            | IngestError::UnsupportedEncoding(_) => m.reject(Reject::Unreadable),
             IngestError::UnsupportedMediaType(_) => m.reject(Reject::MediaType),
             IngestError::Forbidden(UNKNOWN_SITE) => m.reject(Reject::UnknownSite),
             IngestError::Forbidden(_) => m.reject(Reject::Origin),
@@ -72,6 +75,7 @@ impl IngestError {
         match self {
             IngestError::Invalid(_) | IngestError::Unreadable(_) => StatusCode::BAD_REQUEST,
             IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }

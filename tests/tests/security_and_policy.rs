@@ -45,6 +45,15 @@ async fn every_route_carries_security_headers_and_no_server_banner() {
             .send()
             .await
             .unwrap(),
+        // The beacon route's preflight and its 405 (it is served outside the router's middleware).
+        c.request(reqwest::Method::OPTIONS, format!("{}/v1/beacon", app.base))
+            .send()
+            .await
+            .unwrap(),
+        c.get(format!("{}/v1/beacon", app.base))
+            .send()
+            .await
+            .unwrap(),
         c.get(format!("{}/v1/p75?site=demo&metric=LCP", app.base))
             .send()
             .await
@@ -107,7 +116,15 @@ async fn every_route_carries_security_headers_and_no_server_banner() {
         "{text}"
     );
     assert!(text.contains("fieldvitals_beacons_rejected_total{reason=\"invalid\"} 1"));
-    assert!(text.contains("fieldvitals_http_requests_total{route=\"/v1/beacon\",class=\"2xx\"} 1"));
+    // The beacon's 204 and its preflight's; the invalid beacon's 400 and the GET's 405.
+    assert!(
+        text.contains("fieldvitals_http_requests_total{route=\"/v1/beacon\",class=\"2xx\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fieldvitals_http_requests_total{route=\"/v1/beacon\",class=\"4xx\"} 2"),
+        "{text}"
+    );
     assert!(
         text.contains("fieldvitals_http_requests_total{route=\"other\",class=\"4xx\"} 1"),
         "{text}"
@@ -405,8 +422,35 @@ async fn gzip_is_inflated_within_the_limit_and_a_bomb_is_413() {
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_clients_are_cut_off_and_oversized_headers_refused() {
     let d = tempfile::tempdir().unwrap();
-    let app = spawn_with_policy(d.path(), "", |c| c.header_timeout_secs = 1).await;
+    let app = spawn_with_policy(d.path(), "", |c| {
+        c.header_timeout_secs = 1;
+        c.request_timeout_secs = 1;
+    })
+    .await;
     let addr = app.base.trim_start_matches("http://").to_string();
+    // A beacon whose body never finishes arriving is answered 408 with a JSON reason at the request deadline.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /v1/beacon HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"v\":1,")
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answered before the test's own deadline")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("not received within 1 s"), "{answer}");
+    assert!(
+        answer.contains("x-content-type-options: nosniff"),
+        "{answer}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.write_all(b"POST /v1/beacon HTTP/1.1\r\nHost: x\r\nUser-Agent: slow")
         .await

@@ -3,23 +3,28 @@
 //! Order of checks, cheapest and most telling first: media type and encoding (415), size (413), bots (204, not
 //! stored), JSON and fields (400), site and origin (403), rate limit (429), sampling (204, not stored), then the
 //! durable spool (503 when full or the disk is). Only a beacon written to the spool is answered 204.
+//!
+//! This route carries the load, so it sits outside the router's middleware and does that work itself, once: it
+//! reads the headers in place (no extractor copies them), reads the body under the request deadline and the size
+//! limit, and finishes the response like every other route ([`super::envelope::finish`]: security headers,
+//! request id, request metrics). Its log events (refusals) carry the request id as a field rather than through a
+//! span: a span per beacon cost more than everything else the envelope does.
 
-use super::request_id::RequestId;
-use super::AppState;
+use super::{envelope, request_id, AppState};
 use crate::error::{IngestError, ORIGIN_NOT_ALLOWED, UNKNOWN_SITE};
 use crate::policy::bots::is_bot;
 use crate::policy::client_ip::client_ip;
-use crate::policy::file::Admission;
-use crate::telemetry::metrics::Shed;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, State};
+use crate::policy::file::{Admission, Policy};
+use crate::telemetry::metrics::{Route, Shed};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 use storage::Accepted;
 use vitals::DeviceClass;
 
@@ -44,39 +49,75 @@ enum Outcome {
 }
 
 /// The handler.
-pub async fn post_beacon(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request_id: Option<Extension<RequestId>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let outcome = match check(&state, peer, &headers, body) {
-        Ok(Outcome::Store(accepted)) => store(&state, accepted).await.map(|()| None),
-        Ok(Outcome::Dropped(why)) => Ok(Some(why)),
+pub async fn post_beacon(State(state): State<AppState>, req: Request) -> Response {
+    let start = Instant::now();
+    let (parts, body) = req.into_parts();
+    let id = request_id::incoming_or_new(&parts.headers);
+    // Set by the server for every connection; unspecified only when a test calls the router directly.
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |c| c.0);
+    let policy = state.policy.get();
+    let outcome = match read_body(&state, &parts.headers, body).await {
+        Ok(body) => match check(&state, &policy, peer, &parts.headers, &body) {
+            Ok(Outcome::Store(accepted)) => store(&state, accepted).await.map(|()| None),
+            Ok(Outcome::Dropped(why)) => Ok(Some(why)),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
-    match outcome {
-        Ok(None) => with_cors(StatusCode::NO_CONTENT.into_response()),
+    let resp = match outcome {
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
         Ok(Some(why)) => {
             state.metrics.shed(why);
-            with_cors(StatusCode::NO_CONTENT.into_response())
+            StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => {
             let reason = e.count(&state.metrics);
-            let id = request_id
-                .as_ref()
-                .map_or("", |Extension(RequestId(id))| id.as_str());
-            state.refusal_log.refused(reason, id, &e);
-            with_cors(e.into_response())
+            state.refusal_log.refused(reason, &id, &e);
+            e.into_response()
         }
+    };
+    let mut resp = with_cors(resp);
+    envelope::finish(
+        &mut resp,
+        &id,
+        policy.hsts,
+        &state.metrics,
+        Route::Beacon,
+        start,
+    );
+    resp
+}
+
+/// The body, read within the request deadline and the size limit (a declared length over it is refused before
+/// reading anything).
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, IngestError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(IngestError::TooLarge(MAX_BODY_BYTES));
+    }
+    let read = Limited::new(body, MAX_BODY_BYTES).collect();
+    match tokio::time::timeout(state.request_timeout, read).await {
+        Ok(Ok(collected)) => decoded_body(headers, collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(IngestError::TooLarge(MAX_BODY_BYTES))
+        }
+        Ok(Err(e)) => Err(IngestError::Unreadable(e.to_string())),
+        Err(_) => Err(IngestError::TimedOut(state.request_timeout.as_secs())),
     }
 }
 
-fn body_bytes(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Bytes, IngestError> {
+/// Checks the media type and undoes the content encoding.
+fn decoded_body(headers: &HeaderMap, body: Bytes) -> Result<Bytes, IngestError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         let essence = ct
@@ -92,13 +133,6 @@ fn body_bytes(
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            IngestError::TooLarge(MAX_BODY_BYTES)
-        } else {
-            IngestError::Unreadable(e.body_text())
-        }
-    })?;
     match encoding.as_deref() {
         None | Some("identity") => Ok(body),
         Some("gzip") => {
@@ -118,18 +152,17 @@ fn body_bytes(
 
 fn check(
     state: &AppState,
+    policy: &Policy,
     peer: SocketAddr,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: &[u8],
 ) -> Result<Outcome, IngestError> {
-    let body = body_bytes(headers, body)?;
     let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let user_agent = header_str("user-agent");
-    let policy = state.policy.get();
     if policy.bot_filter && is_bot(user_agent) {
         return Ok(Outcome::Dropped(Shed::Bot));
     }
-    let beacon = vitals::decode_beacon(&body)?;
+    let beacon = vitals::decode_beacon(body)?;
     let site = beacon.site.as_str();
     match policy.admit(site, header_str("origin")) {
         Admission::Accept => {}
@@ -137,7 +170,7 @@ fn check(
         Admission::Origin => return Err(IngestError::Forbidden(ORIGIN_NOT_ALLOWED)),
     }
     if let Some(limit) = policy.rate_limit(site) {
-        let ip = client_ip(&policy, peer.ip(), headers);
+        let ip = client_ip(policy, peer.ip(), headers);
         if !state
             .limiter
             .allow(site, ip, limit, std::time::Instant::now())
@@ -177,7 +210,8 @@ async fn store(state: &AppState, mut accepted: Accepted) -> Result<(), IngestErr
 }
 
 /// `OPTIONS /v1/beacon`: lets `fetch` clients that send `application/json` pass their preflight.
-pub async fn preflight() -> Response {
+pub async fn preflight(State(state): State<AppState>, req: Request) -> Response {
+    let start = Instant::now();
     let mut resp = with_cors(StatusCode::NO_CONTENT.into_response());
     let h = resp.headers_mut();
     h.insert(
@@ -192,5 +226,23 @@ pub async fn preflight() -> Response {
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("86400"),
     );
+    finish_other(&state, req.headers(), &mut resp, start);
     resp
+}
+
+/// Any other method on `/v1/beacon`.
+pub async fn method_not_allowed(State(state): State<AppState>, req: Request) -> Response {
+    let start = Instant::now();
+    let mut resp = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
+    finish_other(&state, req.headers(), &mut resp, start);
+    resp
+}
+
+/// The envelope of the route's rarer answers.
+fn finish_other(state: &AppState, headers: &HeaderMap, resp: &mut Response, start: Instant) {
+    let id = request_id::incoming_or_new(headers);
+    let hsts = state.policy.get().hsts;
+    envelope::finish(resp, &id, hsts, &state.metrics, Route::Beacon, start);
 }

@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The spool's size limit (readiness turns false at it).
     pub spool_max_bytes: u64,
+    /// The deadline for reading a beacon's body (the router's timeout layer covers the other routes).
+    pub request_timeout: std::time::Duration,
     /// Refusals, logged once per reason per interval.
     pub refusal_log: Arc<crate::telemetry::refusal_log::RefusalLog>,
 }
