@@ -42,13 +42,24 @@ const BOT_MARKERS: &[&str] = &[
     "mediapartners-google",
 ];
 
+/// All markers in one automaton: one pass over the user agent, case-insensitive, instead of lower-casing a copy and
+/// scanning it once per marker (that was ~2 % of a beacon's CPU).
+fn markers() -> &'static aho_corasick::AhoCorasick {
+    static MARKERS: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    MARKERS.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(BOT_MARKERS)
+            .expect("the bot markers are a valid pattern set")
+    })
+}
+
 /// Whether a user agent is a bot. A missing user agent counts as one: every browser sends it.
 pub fn is_bot(user_agent: Option<&str>) -> bool {
     let Some(ua) = user_agent.map(str::trim).filter(|u| !u.is_empty()) else {
         return true;
     };
-    let ua = ua.to_ascii_lowercase();
-    BOT_MARKERS.iter().any(|m| ua.contains(m))
+    markers().is_match(ua)
 }
 
 #[cfg(test)]
@@ -76,6 +87,30 @@ mod tests {
             "Mozilla/5.0 (Linux; Android 14; SM-S921B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/25.0 Chrome/121.0.0.0 Mobile Safari/537.36",
         ] {
             assert!(!is_bot(Some(browser)), "{browser}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The automaton says exactly what lower-casing and scanning for each marker says.
+        #[test]
+        fn the_automaton_matches_the_plain_definition(
+            prefix in "[ -~]{0,40}",
+            marker in proptest::sample::select(BOT_MARKERS),
+            upper in proptest::collection::vec(proptest::bool::ANY, 32),
+            suffix in "[ -~]{0,40}",
+            with_marker in proptest::bool::ANY,
+        ) {
+            let cased: String = marker
+                .chars()
+                .zip(upper.iter().cycle())
+                .map(|(c, &u)| if u { c.to_ascii_uppercase() } else { c })
+                .collect();
+            let ua = if with_marker { format!("{prefix}{cased}{suffix}") } else { format!("{prefix}{suffix}") };
+            let plain = {
+                let t = ua.trim().to_ascii_lowercase();
+                t.is_empty() || BOT_MARKERS.iter().any(|m| t.contains(m))
+            };
+            proptest::prop_assert_eq!(is_bot(Some(&ua)), plain, "{:?}", ua);
         }
     }
 }

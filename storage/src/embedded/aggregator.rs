@@ -38,6 +38,20 @@ pub struct MinuteDeltas {
 }
 
 impl MinuteDeltas {
+    /// Empty, with room for `rows` rows.
+    pub fn with_capacity(rows: usize) -> MinuteDeltas {
+        MinuteDeltas {
+            rows: HashMap::with_capacity_and_hasher(rows, Default::default()),
+            samples: 0,
+            max_id: 0,
+        }
+    }
+
+    /// Rows held.
+    pub fn rows_len(&self) -> usize {
+        self.rows.len()
+    }
+
     /// Records every sample of an accepted beacon.
     pub fn record(&mut self, a: &Accepted) {
         let b = &a.beacon;

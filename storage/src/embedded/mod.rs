@@ -29,6 +29,9 @@ use vitals::Histogram;
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "fieldvitals.sqlite3";
 
+/// Most beacons the aggregating task takes from its channel at once.
+const RECV_RUN: usize = 16;
+
 /// Called with the duration of every successful store write (for the collector's latency histogram).
 pub type WriteObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
@@ -146,15 +149,24 @@ impl EmbeddedStore {
             let mut deltas = MinuteDeltas::default();
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Beacons are taken from the channel in runs, not one `select!` round per beacon.
+            let mut got = Vec::with_capacity(RECV_RUN);
             loop {
                 tokio::select! {
-                    got = rx.recv() => match got {
-                        Some(a) => deltas.record(&a),
-                        None => break,
-                    },
+                    n = rx.recv_many(&mut got, RECV_RUN) => {
+                        if n == 0 {
+                            break;
+                        }
+                        for a in got.drain(..) {
+                            deltas.record(&a);
+                        }
+                    }
                     _ = tick.tick() => {
                         if !deltas.is_empty() {
-                            let batch = std::mem::take(&mut deltas);
+                            // The next second's rows start at this one's size instead of growing (and rehashing)
+                            // from empty again.
+                            let room = deltas.rows_len();
+                            let batch = std::mem::replace(&mut deltas, MinuteDeltas::with_capacity(room));
                             let tx = batches_tx.clone();
                             // A full writer queue blocks here, which stops us reading `rx`, which fills the ingest
                             // channel: backpressure reaches the HTTP layer as 503 instead of growing memory.
