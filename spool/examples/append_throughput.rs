@@ -50,6 +50,9 @@ async fn main() {
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 spool.append(&payload).await.expect("written");
+                // An append completes without suspending (the write happens in the caller); a request task then
+                // awaits its socket. Yield likewise, or the appenders would starve the reader.
+                tokio::task::yield_now().await;
                 lat.push(t.elapsed().as_micros() as u64);
             }
             lat
