@@ -172,6 +172,16 @@ for step in $STEPS; do
     wrk_run collector-wrk "http://127.0.0.1:$COLLECTOR_PORT/v1/beacon"
     stop_pid "$CPID"
     note "ratio (2)/(1) max beacons/s: $(python3 -c "print(round($COLL_MAX/$SINK_MAX, 3))")"
+
+    # The latency floor of this machine and load generator at the same open-loop rate: what (2)'s p99 at half
+    # rate is to be read against.
+    say "(1) again, open loop at (2)'s half rate"
+    "${LT[@]}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
+    SPID=$!
+    PIDS+=("$SPID")
+    sleep 0.5
+    lt_run sink-at-collector-half --target "http://127.0.0.1:$SINK_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS"
+    stop_pid "$SPID"
     ;;
   clickhouse-collector)
     if [ -z "${CH_COLLECTOR_BIN:-}" ]; then
