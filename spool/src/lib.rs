@@ -324,7 +324,10 @@ impl Spool {
 
     /// Waits until `seq` is durable: the first waiter syncs everything written so far, for itself and for every
     /// append queued behind it, and only then publishes it to readers (so with a zero interval, nothing a reader
-    /// stores was unsynced).
+    /// stores was unsynced). A failed `fdatasync` fails the waiting appends (503), but their records stay in the
+    /// file: the next successful sync makes them durable and readable. Cutting them off would race appends that
+    /// other tasks make meanwhile; the cost is that a beacon answered 503 after a disk error may still be stored
+    /// (`sendBeacon` never retries, so it is counted once; a client that retries could be counted twice).
     async fn sync_through(&self, seq: u64) -> Result<(), SpoolError> {
         let mut synced = self.shared.synced.lock().await;
         if *synced >= seq {
