@@ -47,11 +47,21 @@ pub(super) fn page_level(q: &HistQuery) -> bool {
         && f.nav.is_none()
 }
 
+#[cfg(test)]
 pub fn histograms(
     conn: &Connection,
     q: &HistQuery,
 ) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
-    histograms_via(conn, q, page_level(q))
+    histograms_reusing(conn, q, &mut Scratch::default())
+}
+
+/// [`histograms`] with buffers kept from earlier queries on the same reader.
+pub fn histograms_reusing(
+    conn: &Connection,
+    q: &HistQuery,
+    scratch: &mut Scratch,
+) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
+    histograms_via(conn, q, page_level(q), scratch)
 }
 
 /// [`histograms`], reading `hist_page` for hour and day pieces only when `page_rows` (tests compare both ways).
@@ -59,12 +69,57 @@ pub(super) fn histograms_via(
     conn: &Connection,
     q: &HistQuery,
     page_rows: bool,
+    scratch: &mut Scratch,
 ) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
     // One read transaction: the watermarks and the rows come from the same snapshot.
     conn.execute_batch("BEGIN")?;
-    let out = read(conn, q, page_rows);
+    let out = read(conn, q, page_rows, scratch);
     conn.execute_batch("COMMIT")?;
+    scratch.trim();
     out
+}
+
+/// A query's working memory, kept with a reader connection between queries: the row blobs of a 28-day by-page
+/// query are ~4 MiB, and allocating them afresh each time cost more in page faults than the copy itself.
+pub struct Scratch {
+    /// Every row's encoded histogram, in row order.
+    blobs: Vec<u8>,
+    /// Each row's group and blob length.
+    rows: Vec<(u32, u32)>,
+    /// The rows' blob ranges, grouped.
+    grouped: Vec<(usize, usize)>,
+    merger: Merger,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            blobs: Vec::new(),
+            rows: Vec::new(),
+            grouped: Vec::new(),
+            merger: Merger::new(),
+        }
+    }
+}
+
+/// Buffers larger than this after a query are freed rather than kept (a reader pool holds up to 8 readers).
+const SCRATCH_KEPT_BYTES: usize = 16 << 20;
+
+impl Scratch {
+    fn trim(&mut self) {
+        self.blobs.clear();
+        self.rows.clear();
+        self.grouped.clear();
+        if self.blobs.capacity() > SCRATCH_KEPT_BYTES {
+            self.blobs = Vec::new();
+        }
+        if self.rows.capacity() * std::mem::size_of::<(u32, u32)>() > SCRATCH_KEPT_BYTES {
+            self.rows = Vec::new();
+        }
+        if self.grouped.capacity() * std::mem::size_of::<(usize, usize)>() > SCRATCH_KEPT_BYTES {
+            self.grouped = Vec::new();
+        }
+    }
 }
 
 /// A row's dimensions, already projected onto the query's grouping (`None` where it does not group).
@@ -75,29 +130,34 @@ struct Dims<'a> {
     nav: Option<NavType>,
 }
 
-/// One group's rows: their encoded histograms, each after its length (u32, little-endian), merged in `finish`.
-/// Why bytes: rows of different groups arrive interleaved, and a row's blob is a quarter of the size of its decoded
-/// pairs; decoding once, straight into a [`Merger`], needs no per-row vectors and no sort.
-struct Pending {
-    key: GroupKey,
-    blobs: Vec<u8>,
-}
-
-/// Groups found so far. A row finds its group by a byte key built in a reused buffer, so rows of an existing group
-/// allocate no strings; only a new group allocates its key.
-#[derive(Default)]
-struct Groups {
+/// Groups found so far, and their rows. A row finds its group by a byte key built in a reused buffer, so rows of an
+/// existing group allocate no strings; only a new group allocates its key.
+///
+/// Rows are kept as their encoded bytes and merged per group in `finish`: rows of different groups arrive
+/// interleaved, a blob is a quarter of the size of its decoded pairs, and decoding once, straight into a [`Merger`],
+/// needs no per-row vectors and no sort.
+struct Groups<'s> {
     index: HashMap<Box<[u8]>, usize>,
-    groups: Vec<Pending>,
-    scratch: Vec<u8>,
+    keys: Vec<GroupKey>,
+    key_buf: Vec<u8>,
+    scratch: &'s mut Scratch,
 }
 
-impl Groups {
+impl<'s> Groups<'s> {
+    fn new(scratch: &'s mut Scratch) -> Self {
+        Groups {
+            index: HashMap::new(),
+            keys: Vec::new(),
+            key_buf: Vec::new(),
+            scratch,
+        }
+    }
+
     fn add(&mut self, dims: Dims<'_>, blob: &[u8]) -> Result<(), StoreError> {
         let len = u32::try_from(blob.len())
             .map_err(|_| StoreError::Other("embedded store: histogram over 4 GiB".into()))?;
         // Injective: fixed-width codes, the page after its length, the release last.
-        let k = &mut self.scratch;
+        let k = &mut self.key_buf;
         k.clear();
         k.push(dims.device.map_or(u8::MAX, DeviceClass::code));
         k.push(dims.nav.map_or(u8::MAX, NavType::code));
@@ -112,38 +172,58 @@ impl Groups {
         let i = match self.index.get(k.as_slice()) {
             Some(&i) => i,
             None => {
-                let i = self.groups.len();
+                let i = self.keys.len();
                 self.index.insert(k.as_slice().into(), i);
-                self.groups.push(Pending {
-                    key: GroupKey {
-                        page: dims.page.map(str::to_string),
-                        device: dims.device,
-                        release: dims.release.map(str::to_string),
-                        nav: dims.nav,
-                    },
-                    blobs: Vec::new(),
+                self.keys.push(GroupKey {
+                    page: dims.page.map(str::to_string),
+                    device: dims.device,
+                    release: dims.release.map(str::to_string),
+                    nav: dims.nav,
                 });
                 i
             }
         };
-        let g = &mut self.groups[i].blobs;
-        g.extend_from_slice(&len.to_le_bytes());
-        g.extend_from_slice(blob);
+        self.scratch.rows.push((i as u32, len));
+        self.scratch.blobs.extend_from_slice(blob);
         Ok(())
     }
 
     fn finish(self) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
-        let mut merger = Merger::new();
-        self.groups
+        let Scratch {
+            blobs,
+            rows,
+            grouped,
+            merger,
+        } = self.scratch;
+        // Counting sort of the rows' blob ranges by group: `first[g]..first[g + 1]` are group g's.
+        let mut first = vec![0usize; self.keys.len() + 1];
+        for &(g, _) in rows.iter() {
+            first[g as usize + 1] += 1;
+        }
+        for g in 1..first.len() {
+            first[g] += first[g - 1];
+        }
+        let mut next = first.clone();
+        grouped.resize(rows.len(), (0, 0));
+        let mut at = 0usize;
+        for &(g, len) in rows.iter() {
+            let end = at + len as usize;
+            grouped[next[g as usize]] = (at, end);
+            next[g as usize] += 1;
+            at = end;
+        }
+        self.keys
             .into_iter()
-            .map(|g| {
-                let mut rest = g.blobs.as_slice();
-                while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-                    let (blob, tail) = tail.split_at(u32::from_le_bytes(*len) as usize);
-                    merger.add_encoded(blob)?;
-                    rest = tail;
+            .zip(first.windows(2))
+            .map(|(key, range)| {
+                for &(start, end) in &grouped[range[0]..range[1]] {
+                    if let Err(e) = merger.add_encoded(&blobs[start..end]) {
+                        // The merger outlives this query: leave it empty for the next.
+                        merger.finish();
+                        return Err(e.into());
+                    }
                 }
-                merger.finish().map(|h| (g.key, h)).ok_or_else(|| {
+                merger.finish().map(|h| (key, h)).ok_or_else(|| {
                     StoreError::Other("embedded store: bucket and rating counts disagree".into())
                 })
             })
@@ -168,6 +248,7 @@ fn read(
     conn: &Connection,
     q: &HistQuery,
     page_rows: bool,
+    scratch: &mut Scratch,
 ) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
     let (hours_until, days_until) = watermarks(conn)?;
     let mut sql = String::from(
@@ -193,7 +274,7 @@ fn read(
         sql.push_str(&format!(" AND nav = ?{}", 5 + extra.len()));
     }
     let by = q.by;
-    let mut groups = Groups::default();
+    let mut groups = Groups::new(scratch);
     for (res, start, end) in plan(q.from_ms, q.to_ms, hours_until, days_until) {
         let mut params: Vec<Value> = vec![
             Value::Text(q.site.clone()),
