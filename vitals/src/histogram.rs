@@ -529,14 +529,15 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 #[inline]
 fn get_varint(input: &mut &[u8]) -> Result<u64, DecodeError> {
     // Most counts and bucket deltas take one or two bytes: decoded here without the loop (a merge decodes millions).
-    match *input {
-        &[b0, ref rest @ ..] if b0 < 0x80 => {
+    let bytes: &[u8] = input;
+    match bytes {
+        [b0, rest @ ..] if *b0 < 0x80 => {
             *input = rest;
-            Ok(b0 as u64)
+            Ok(*b0 as u64)
         }
-        &[b0, b1, ref rest @ ..] if b1 < 0x80 => {
+        [b0, b1, rest @ ..] if *b1 < 0x80 => {
             *input = rest;
-            Ok((b0 & 0x7f) as u64 | (b1 as u64) << 7)
+            Ok((b0 & 0x7f) as u64 | (*b1 as u64) << 7)
         }
         _ => get_long_varint(input),
     }
