@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use vitals::Histogram;
+use vitals::histogram::Summary;
+use vitals::{Histogram, Quantile};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "fieldvitals.sqlite3";
@@ -200,6 +201,16 @@ impl HistogramSource for EmbeddedStore {
         // SQLite calls block; a query is short, so block_in_place keeps the reader pool simple.
         tokio::task::block_in_place(|| {
             self.with_reader(|conn, scratch| query::histograms_reusing(conn, q, scratch))
+        })
+    }
+
+    async fn summaries(
+        &self,
+        q: &HistQuery,
+        quantiles: &[Quantile],
+    ) -> Result<Vec<(GroupKey, Summary)>, StoreError> {
+        tokio::task::block_in_place(|| {
+            self.with_reader(|conn, scratch| query::summaries_reusing(conn, q, quantiles, scratch))
         })
     }
 }
@@ -550,6 +561,40 @@ mod tests {
                     "hist_page, range {from}..{to}, {by:?} {f:?}"
                 );
             }
+            // Summaries (what the stats answers read) through every path: the histograms' own, exactly.
+            let qs = [0.75, 0.5, 0.01, 0.99, 1.0]
+                .map(|x| vitals::Quantile::parse(&x.to_string()).unwrap());
+            let want: BTreeMap<GroupKey, Summary> = want
+                .iter()
+                .map(|(k, h)| (k.clone(), h.summary(Metric::Lcp, &qs)))
+                .collect();
+            let summaries =
+                |page_rows, scratch: &mut query::Scratch| -> BTreeMap<GroupKey, Summary> {
+                    query::summaries_via(conn, &q, &qs, page_rows, scratch)
+                        .unwrap()
+                        .into_iter()
+                        .collect()
+                };
+            assert_eq!(
+                summaries(false, &mut scratch),
+                want,
+                "summaries from hist, {from}..{to}, {by:?} {f:?}"
+            );
+            if query::page_level(&q) {
+                assert_eq!(
+                    summaries(true, &mut scratch),
+                    want,
+                    "summaries from hist_page, {from}..{to}, {by:?} {f:?}"
+                );
+            }
+            assert_eq!(
+                query::summaries_reusing(conn, &q, &qs, &mut scratch)
+                    .unwrap()
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+                want,
+                "summaries as served, range {from}..{to}, {by:?} {f:?}"
+            );
         }
     }
 
