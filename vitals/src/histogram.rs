@@ -396,24 +396,28 @@ fn decode_each(bytes: &[u8], sink: &mut impl PairSink) -> Result<[u64; 3], Decod
     }
     sink.expect(n as usize);
     let mut prev = 0u64;
-    // Checked sums: corrupt counts must be an error, not an overflow (found by fuzzing).
-    let mut total = Some(0u64);
+    // Checked sums: corrupt counts must be an error, not an overflow (found by fuzzing). Overflows are collected in
+    // one flag and checked after the loop: the pairs handed over meanwhile are discarded with the error.
+    let mut total = 0u64;
+    let mut overflow = false;
     for i in 0..n {
         let delta = get_varint(&mut rest)?;
         if i > 0 && delta == 0 {
             return Err(DecodeError::Malformed);
         }
-        let b = prev.checked_add(delta).ok_or(DecodeError::Malformed)?;
+        let (b, o) = prev.overflowing_add(delta);
         let c = get_varint(&mut rest)?;
-        total = total.and_then(|t| t.checked_add(c));
+        let (t, p) = total.overflowing_add(c);
+        overflow |= o | p;
+        total = t;
         sink.pair(b, c);
         prev = b;
     }
-    if !rest.is_empty() {
+    if !rest.is_empty() || overflow {
         return Err(DecodeError::Malformed);
     }
     let rated = ratings.iter().try_fold(0u64, |acc, r| acc.checked_add(*r));
-    if total.is_none() || total != rated {
+    if rated != Some(total) {
         return Err(DecodeError::Malformed);
     }
     Ok(ratings)
@@ -466,9 +470,10 @@ pub struct Merger {
 
 /// A [`Merger`]'s counts.
 struct DensePairs {
-    counts: Vec<u64>,
+    // Fixed-size: `dense_slot`'s bound is then the arrays' own, and the per-pair index checks compile away.
+    counts: Box<[u64; DENSE_SLOTS]>,
     /// One bit per slot that was added to since the last `finish`.
-    occupied: Vec<u64>,
+    occupied: Box<[u64; DENSE_SLOTS.div_ceil(64)]>,
     /// Pairs whose key has no dense slot.
     other: Vec<(u64, u64)>,
 }
@@ -497,8 +502,8 @@ impl Merger {
     pub fn new() -> Merger {
         Merger {
             pairs: DensePairs {
-                counts: vec![0; DENSE_SLOTS],
-                occupied: vec![0; DENSE_SLOTS.div_ceil(64)],
+                counts: Box::new([0; DENSE_SLOTS]),
+                occupied: Box::new([0; DENSE_SLOTS.div_ceil(64)]),
                 other: Vec::new(),
             },
             ratings: [0; 3],
