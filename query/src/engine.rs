@@ -5,7 +5,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::sync::Arc;
 use storage::{snap_range, GroupKey, HistQuery, HistogramSource, StoreError};
-use vitals::{Histogram, Metric};
+use vitals::histogram::Summary;
+use vitals::{Metric, Quantile};
 
 /// Why a query failed; mapped once to HTTP in [`crate::http`].
 #[derive(Debug, thiserror::Error)]
@@ -139,11 +140,12 @@ impl QueryEngine {
             by: req.by,
             filters: req.filters.clone(),
         };
-        let groups = self.source.histograms(&q).await?;
+        let quantiles: Vec<Quantile> = req.quantiles.iter().map(|(_, q)| *q).collect();
+        let groups = self.source.summaries(&q, &quantiles).await?;
         let mut rows: Vec<StatsRow> = groups
             .into_iter()
-            .filter(|(_, h)| h.count() > 0)
-            .map(|(key, h)| row(req, key, &h, p75_only))
+            .filter(|(_, s)| s.count() > 0)
+            .map(|(key, s)| row(req, key, &s, p75_only))
             .collect();
         // Largest groups first; ties in key order so that answers are stable across stores and runs.
         rows.sort_by(|a, b| b.n.cmp(&a.n).then_with(|| a.key.cmp(&b.key)));
@@ -160,23 +162,19 @@ impl QueryEngine {
     }
 }
 
-fn row(req: &StatsRequest, key: GroupKey, h: &Histogram, p75_only: bool) -> StatsRow {
-    let shares = h.shares().expect("non-empty histogram has shares");
+/// A row from a group's summary, whose quantiles are `req.quantiles` in order.
+fn row(req: &StatsRequest, key: GroupKey, s: &Summary, p75_only: bool) -> StatsRow {
+    let shares = s.shares().expect("non-empty histogram has shares");
     let quantiles = req
         .quantiles
         .iter()
-        .map(|(name, q)| {
-            (
-                name.clone(),
-                h.quantile(req.metric, *q)
-                    .expect("non-empty histogram has quantiles"),
-            )
-        })
+        .zip(s.quantiles())
+        .map(|((name, _), v)| (name.clone(), v.expect("non-empty histogram has quantiles")))
         .collect();
     StatsRow {
         key,
         quantiles,
-        n: h.count(),
+        n: s.count(),
         good: shares.good,
         ni: shares.ni,
         poor: shares.poor,

@@ -16,8 +16,9 @@ mod time_range;
 
 pub use time_range::{snap_range, Resolution, DAY_MS, HOUR_MS, MINUTE_MS};
 
+use vitals::histogram::Summary;
 use vitals::wire::Beacon;
-use vitals::{DeviceClass, Histogram, Metric, NavType};
+use vitals::{DeviceClass, Histogram, Metric, NavType, Quantile};
 
 /// One accepted beacon: what crossed the ingest boundary, plus what the collector derived from the request.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,4 +130,19 @@ pub enum StoreError {
 pub trait HistogramSource: Send + Sync + 'static {
     /// One merged histogram per group with data in the range. Groups without data are absent.
     async fn histograms(&self, q: &HistQuery) -> Result<Vec<(GroupKey, Histogram)>, StoreError>;
+
+    /// Each group's [`Summary`] for `quantiles`: [`HistogramSource::histograms`], summarised. A store may answer it
+    /// without building the histograms.
+    async fn summaries(
+        &self,
+        q: &HistQuery,
+        quantiles: &[Quantile],
+    ) -> Result<Vec<(GroupKey, Summary)>, StoreError> {
+        Ok(self
+            .histograms(q)
+            .await?
+            .into_iter()
+            .map(|(k, h)| (k, h.summary(q.metric, quantiles)))
+            .collect())
+    }
 }

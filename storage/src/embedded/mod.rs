@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use vitals::Histogram;
+use vitals::histogram::Summary;
+use vitals::{Histogram, Quantile};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "fieldvitals.sqlite3";
@@ -77,7 +78,7 @@ pub struct WriterHealth {
 pub struct EmbeddedStore {
     path: PathBuf,
     options: EmbeddedOptions,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<(Connection, query::Scratch)>>,
     health: Arc<WriterHealth>,
 }
 
@@ -190,17 +191,17 @@ impl EmbeddedStore {
 
     fn with_reader<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+        f: impl FnOnce(&Connection, &mut query::Scratch) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let conn = self.readers.lock().expect("reader pool lock").pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => schema::open_reader(&self.path)?,
+        let reader = self.readers.lock().expect("reader pool lock").pop();
+        let (conn, mut scratch) = match reader {
+            Some(r) => r,
+            None => (schema::open_reader(&self.path)?, query::Scratch::default()),
         };
-        let out = f(&conn);
+        let out = f(&conn, &mut scratch);
         let mut pool = self.readers.lock().expect("reader pool lock");
         if pool.len() < 8 {
-            pool.push(conn);
+            pool.push((conn, scratch));
         }
         out
     }
@@ -210,7 +211,19 @@ impl EmbeddedStore {
 impl HistogramSource for EmbeddedStore {
     async fn histograms(&self, q: &HistQuery) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
         // SQLite calls block; a query is short, so block_in_place keeps the reader pool simple.
-        tokio::task::block_in_place(|| self.with_reader(|conn| query::histograms(conn, q)))
+        tokio::task::block_in_place(|| {
+            self.with_reader(|conn, scratch| query::histograms_reusing(conn, q, scratch))
+        })
+    }
+
+    async fn summaries(
+        &self,
+        q: &HistQuery,
+        quantiles: &[Quantile],
+    ) -> Result<Vec<(GroupKey, Summary)>, StoreError> {
+        tokio::task::block_in_place(|| {
+            self.with_reader(|conn, scratch| query::summaries_reusing(conn, q, quantiles, scratch))
+        })
     }
 }
 
@@ -514,6 +527,8 @@ mod tests {
     fn assert_exact(conn: &Connection, raw: &[Raw], from: i64, to: i64, now: i64) {
         // Ranges reach the store snapped to what is kept at their age (minute rows of old hours are pruned).
         let (from, to) = crate::snap_range(from, to, now);
+        // One scratch for every shape, as a pooled reader keeps it: nothing may leak from one query into the next.
+        let mut scratch = query::Scratch::default();
         for (by, filters) in shapes() {
             let mut want: BTreeMap<GroupKey, Histogram> = BTreeMap::new();
             let f = &filters;
@@ -537,14 +552,14 @@ mod tests {
                 filters: filters.clone(),
             };
             let read = |page_rows| -> BTreeMap<GroupKey, Histogram> {
-                query::histograms_via(conn, &q, page_rows)
+                query::histograms_via(conn, &q, page_rows, &mut query::Scratch::default())
                     .unwrap()
                     .into_iter()
                     .collect()
             };
             assert_eq!(read(false), want, "hist, range {from}..{to}, {by:?} {f:?}");
             assert_eq!(
-                query::histograms(conn, &q)
+                query::histograms_reusing(conn, &q, &mut scratch)
                     .unwrap()
                     .into_iter()
                     .collect::<BTreeMap<_, _>>(),
@@ -558,6 +573,40 @@ mod tests {
                     "hist_page, range {from}..{to}, {by:?} {f:?}"
                 );
             }
+            // Summaries (what the stats answers read) through every path: the histograms' own, exactly.
+            let qs = [0.75, 0.5, 0.01, 0.99, 1.0]
+                .map(|x| vitals::Quantile::parse(&x.to_string()).unwrap());
+            let want: BTreeMap<GroupKey, Summary> = want
+                .iter()
+                .map(|(k, h)| (k.clone(), h.summary(Metric::Lcp, &qs)))
+                .collect();
+            let summaries =
+                |page_rows, scratch: &mut query::Scratch| -> BTreeMap<GroupKey, Summary> {
+                    query::summaries_via(conn, &q, &qs, page_rows, scratch)
+                        .unwrap()
+                        .into_iter()
+                        .collect()
+                };
+            assert_eq!(
+                summaries(false, &mut scratch),
+                want,
+                "summaries from hist, {from}..{to}, {by:?} {f:?}"
+            );
+            if query::page_level(&q) {
+                assert_eq!(
+                    summaries(true, &mut scratch),
+                    want,
+                    "summaries from hist_page, {from}..{to}, {by:?} {f:?}"
+                );
+            }
+            assert_eq!(
+                query::summaries_reusing(conn, &q, &qs, &mut scratch)
+                    .unwrap()
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+                want,
+                "summaries as served, range {from}..{to}, {by:?} {f:?}"
+            );
         }
     }
 
@@ -667,6 +716,49 @@ mod tests {
         for (from, to) in ranges {
             assert_exact(&conn, &raw, from, to, now);
         }
+    }
+
+    /// A corrupt row fails its query, and the reader's scratch (kept for the next query) comes out of it empty: the
+    /// next query on it answers exactly.
+    #[test]
+    fn a_corrupt_row_does_not_leak_into_the_next_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 20_000 * DAY_MS + 7 * HOUR_MS;
+        let mut conn = writer_at(&dir.path().join(DB_FILE), t0);
+        let mut x: u64 = 99;
+        let raw = random_samples(&mut x, t0 + MINUTE_MS, 50);
+        write_raw(&mut conn, &raw);
+        let q = HistQuery {
+            site: "s".into(),
+            metric: Metric::Lcp,
+            from_ms: t0,
+            to_ms: t0 + HOUR_MS,
+            by: GroupBy::default(),
+            filters: Filters::default(),
+        };
+        let mut scratch = query::Scratch::default();
+        let want = query::histograms_reusing(&conn, &q, &mut scratch).unwrap();
+        // Page "/c" sorts after "/a" and "/b": the group has merged their rows when it meets the corrupt one, whose
+        // valid prefix is decoded before the trailing byte is refused.
+        conn.execute(
+            "UPDATE hist SET hist = CAST(hist || x'00' AS BLOB) WHERE page = '/c'",
+            [],
+        )
+        .unwrap();
+        assert!(matches!(
+            query::histograms_reusing(&conn, &q, &mut scratch),
+            Err(StoreError::Corrupt(_))
+        ));
+        conn.execute(
+            "UPDATE hist SET hist = substr(hist, 1, length(hist) - 1) WHERE page = '/c'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            query::histograms_reusing(&conn, &q, &mut scratch).unwrap(),
+            want
+        );
+        assert_eq!(want[0].1.count(), 50);
     }
 
     /// A store written by schema version 1 (no `hist_page`) opens, gains `hist_page` from its hour and day rows, and

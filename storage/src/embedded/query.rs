@@ -7,7 +7,8 @@ use crate::{GroupKey, HistQuery, StoreError};
 use rusqlite::types::Value;
 use rusqlite::Connection;
 use std::collections::HashMap;
-use vitals::{DeviceClass, Histogram, NavType};
+use vitals::histogram::{Merger, Summary};
+use vitals::{DeviceClass, Histogram, NavType, Quantile};
 
 /// Covers `[from, to)` with the coarsest rolled-up rows, minute rows elsewhere. Adjacent pieces of one resolution
 /// are coalesced, so a 28-day range is a handful of index scans.
@@ -46,24 +47,120 @@ pub(super) fn page_level(q: &HistQuery) -> bool {
         && f.nav.is_none()
 }
 
+/// [`histograms_reusing`] with fresh buffers.
+#[cfg(test)]
 pub fn histograms(
     conn: &Connection,
     q: &HistQuery,
 ) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
-    histograms_via(conn, q, page_level(q))
+    histograms_reusing(conn, q, &mut Scratch::default())
 }
 
-/// [`histograms`], reading `hist_page` for hour and day pieces only when `page_rows` (tests compare both ways).
+/// One merged histogram per group of `q` (the [`crate::HistogramSource::histograms`] contract), reusing `scratch`'s
+/// buffers from earlier queries on the same reader.
+pub fn histograms_reusing(
+    conn: &Connection,
+    q: &HistQuery,
+    scratch: &mut Scratch,
+) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
+    histograms_via(conn, q, page_level(q), scratch)
+}
+
+/// [`histograms_reusing`], reading `hist_page` for hour and day pieces only when `page_rows` (tests compare both
+/// ways).
 pub(super) fn histograms_via(
     conn: &Connection,
     q: &HistQuery,
     page_rows: bool,
+    scratch: &mut Scratch,
 ) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
+    merged_via(conn, q, page_rows, scratch, Merger::finish)
+}
+
+/// Each group's [`Summary`] for `quantiles`: what [`histograms_reusing`] gives, summarised, without building the
+/// histograms.
+pub fn summaries_reusing(
+    conn: &Connection,
+    q: &HistQuery,
+    quantiles: &[Quantile],
+    scratch: &mut Scratch,
+) -> Result<Vec<(GroupKey, Summary)>, StoreError> {
+    summaries_via(conn, q, quantiles, page_level(q), scratch)
+}
+
+/// [`summaries_reusing`], reading `hist_page` only when `page_rows`.
+pub(super) fn summaries_via(
+    conn: &Connection,
+    q: &HistQuery,
+    quantiles: &[Quantile],
+    page_rows: bool,
+    scratch: &mut Scratch,
+) -> Result<Vec<(GroupKey, Summary)>, StoreError> {
+    merged_via(conn, q, page_rows, scratch, |m| {
+        m.finish_summary(q.metric, quantiles)
+    })
+}
+
+/// Reads the rows of `q` and merges each group's with `take`, which leaves the merger empty (`None`: the bucket and
+/// rating totals disagree).
+fn merged_via<T>(
+    conn: &Connection,
+    q: &HistQuery,
+    page_rows: bool,
+    scratch: &mut Scratch,
+    take: impl FnMut(&mut Merger) -> Option<T>,
+) -> Result<Vec<(GroupKey, T)>, StoreError> {
     // One read transaction: the watermarks and the rows come from the same snapshot.
     conn.execute_batch("BEGIN")?;
-    let out = read(conn, q, page_rows);
+    let groups = read(conn, q, page_rows, scratch);
     conn.execute_batch("COMMIT")?;
+    let out = groups.and_then(|g| g.finish(take));
+    scratch.trim();
     out
+}
+
+/// A query's working memory, kept with a reader connection between queries: the row blobs of a 28-day by-page
+/// query are ~4 MiB, and allocating them afresh each time cost more in page faults than the copy itself.
+pub struct Scratch {
+    /// Every row's encoded histogram, in row order.
+    blobs: Vec<u8>,
+    /// Each row's group and blob length.
+    rows: Vec<(u32, u32)>,
+    /// The rows' blob ranges, grouped.
+    grouped: Vec<(usize, usize)>,
+    merger: Merger,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            blobs: Vec::new(),
+            rows: Vec::new(),
+            grouped: Vec::new(),
+            merger: Merger::new(),
+        }
+    }
+}
+
+/// Buffers are kept after a query only up to this many bytes in all (a 28-day by-page query over 1,000 pages leaves
+/// ~10 MiB); a reader pool holds up to 8 readers, so at most 128 MiB stay with idle readers.
+const SCRATCH_KEPT_BYTES: usize = 16 << 20;
+
+impl Scratch {
+    /// Empties the buffers, and frees them when a large query left them over [`SCRATCH_KEPT_BYTES`].
+    fn trim(&mut self) {
+        self.blobs.clear();
+        self.rows.clear();
+        self.grouped.clear();
+        let held = self.blobs.capacity()
+            + self.rows.capacity() * std::mem::size_of::<(u32, u32)>()
+            + self.grouped.capacity() * std::mem::size_of::<(usize, usize)>();
+        if held > SCRATCH_KEPT_BYTES {
+            self.blobs = Vec::new();
+            self.rows = Vec::new();
+            self.grouped = Vec::new();
+        }
+    }
 }
 
 /// A row's dimensions, already projected onto the query's grouping (`None` where it does not group).
@@ -74,27 +171,35 @@ struct Dims<'a> {
     nav: Option<NavType>,
 }
 
-/// One group's (bucket, count) pairs in row order, and its rating counts.
-struct Pending {
-    key: GroupKey,
-    pairs: Vec<(u64, u64)>,
-    ratings: [u64; 3],
+/// Groups found so far, and their rows. A row finds its group by a byte key built in a reused buffer, so rows of an
+/// existing group allocate no strings; only a new group allocates its key.
+///
+/// Rows are kept as their encoded bytes and merged per group in `finish`: rows of different groups arrive
+/// interleaved, a blob is a quarter of the size of its decoded pairs, and decoding once, straight into a [`Merger`],
+/// needs no per-row vectors and no sort.
+struct Groups<'s> {
+    /// foldhash: every row hashes its key (SipHash was 2-3 % of a by-page query); still randomly seeded.
+    index: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
+    keys: Vec<GroupKey>,
+    key_buf: Vec<u8>,
+    scratch: &'s mut Scratch,
 }
 
-/// Groups found so far. A row finds its group by a byte key built in a reused buffer, so rows of an existing group
-/// allocate no strings; only a new group allocates its key.
-#[derive(Default)]
-struct Groups {
-    index: HashMap<Box<[u8]>, usize>,
-    groups: Vec<Pending>,
-    scratch: Vec<u8>,
-}
+impl<'s> Groups<'s> {
+    fn new(scratch: &'s mut Scratch) -> Self {
+        Groups {
+            index: HashMap::default(),
+            keys: Vec::new(),
+            key_buf: Vec::new(),
+            scratch,
+        }
+    }
 
-impl Groups {
     fn add(&mut self, dims: Dims<'_>, blob: &[u8]) -> Result<(), StoreError> {
-        let h = Histogram::decode(blob)?;
+        let len = u32::try_from(blob.len())
+            .map_err(|_| StoreError::Other("embedded store: histogram over 4 GiB".into()))?;
         // Injective: fixed-width codes, the page after its length, the release last.
-        let k = &mut self.scratch;
+        let k = &mut self.key_buf;
         k.clear();
         k.push(dims.device.map_or(u8::MAX, DeviceClass::code));
         k.push(dims.nav.map_or(u8::MAX, NavType::code));
@@ -109,43 +214,63 @@ impl Groups {
         let i = match self.index.get(k.as_slice()) {
             Some(&i) => i,
             None => {
-                let i = self.groups.len();
+                let i = self.keys.len();
                 self.index.insert(k.as_slice().into(), i);
-                self.groups.push(Pending {
-                    key: GroupKey {
-                        page: dims.page.map(str::to_string),
-                        device: dims.device,
-                        release: dims.release.map(str::to_string),
-                        nav: dims.nav,
-                    },
-                    pairs: Vec::new(),
-                    ratings: [0; 3],
+                self.keys.push(GroupKey {
+                    page: dims.page.map(str::to_string),
+                    device: dims.device,
+                    release: dims.release.map(str::to_string),
+                    nav: dims.nav,
                 });
                 i
             }
         };
-        let g = &mut self.groups[i];
-        g.pairs.extend_from_slice(h.buckets());
-        for (total, r) in g.ratings.iter_mut().zip(h.rating_counts()) {
-            *total += r;
-        }
+        self.scratch.rows.push((i as u32, len));
+        self.scratch.blobs.extend_from_slice(blob);
         Ok(())
     }
 
-    fn finish(self) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
-        self.groups
+    fn finish<T>(
+        self,
+        mut take: impl FnMut(&mut Merger) -> Option<T>,
+    ) -> Result<Vec<(GroupKey, T)>, StoreError> {
+        let Scratch {
+            blobs,
+            rows,
+            grouped,
+            merger,
+        } = self.scratch;
+        // Counting sort of the rows' blob ranges by group: `first[g]..first[g + 1]` are group g's.
+        let mut first = vec![0usize; self.keys.len() + 1];
+        for &(g, _) in rows.iter() {
+            first[g as usize + 1] += 1;
+        }
+        for g in 1..first.len() {
+            first[g] += first[g - 1];
+        }
+        let mut next = first.clone();
+        grouped.resize(rows.len(), (0, 0));
+        let mut at = 0usize;
+        for &(g, len) in rows.iter() {
+            let end = at + len as usize;
+            grouped[next[g as usize]] = (at, end);
+            next[g as usize] += 1;
+            at = end;
+        }
+        self.keys
             .into_iter()
-            .map(|g| {
-                // from_parts sorts once (unstable). Measured on synthetic groups shaped like the two cases: a stable,
-                // run-merging sort is no faster for `hist_page`'s few dozen sorted rows per page and twice as slow
-                // for `hist`'s many one-sample rows; a pairwise run merge (2724160) was no cheaper either.
-                Histogram::from_parts(g.pairs, g.ratings)
-                    .map(|h| (g.key, h))
-                    .ok_or_else(|| {
-                        StoreError::Other(
-                            "embedded store: bucket and rating counts disagree".into(),
-                        )
-                    })
+            .zip(first.windows(2))
+            .map(|(key, range)| {
+                for &(start, end) in &grouped[range[0]..range[1]] {
+                    if let Err(e) = merger.add_encoded(&blobs[start..end]) {
+                        // The merger outlives this query: leave it empty for the next.
+                        merger.finish();
+                        return Err(e.into());
+                    }
+                }
+                take(merger).map(|h| (key, h)).ok_or_else(|| {
+                    StoreError::Other("embedded store: bucket and rating counts disagree".into())
+                })
             })
             .collect()
     }
@@ -164,11 +289,12 @@ fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
     Ok(row.get_ref(i)?.as_str()?)
 }
 
-fn read(
+fn read<'s>(
     conn: &Connection,
     q: &HistQuery,
     page_rows: bool,
-) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
+    scratch: &'s mut Scratch,
+) -> Result<Groups<'s>, StoreError> {
     let (hours_until, days_until) = watermarks(conn)?;
     let mut sql = String::from(
         "SELECT page, device, release, nav, hist FROM hist
@@ -193,7 +319,7 @@ fn read(
         sql.push_str(&format!(" AND nav = ?{}", 5 + extra.len()));
     }
     let by = q.by;
-    let mut groups = Groups::default();
+    let mut groups = Groups::new(scratch);
     for (res, start, end) in plan(q.from_ms, q.to_ms, hours_until, days_until) {
         let mut params: Vec<Value> = vec![
             Value::Text(q.site.clone()),
@@ -239,7 +365,7 @@ fn read(
             groups.add(dims, blob(row, 4)?)?;
         }
     }
-    groups.finish()
+    Ok(groups)
 }
 
 #[cfg(test)]
