@@ -231,29 +231,12 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Runs the calling thread at a lower scheduling priority (nice about 9). The writer's flushes are bursts of CPU
-/// work that can wait a few milliseconds; at the same priority they took a core away from the request handlers on a
-/// small machine for the length of a flush, which is what the ingest latency tail was made of. Under sustained
-/// overload the writer still gets its (smaller) share and the spool absorbs the difference.
-fn lower_priority() {
-    let lower = thread_priority::ThreadPriorityValue::try_from(25u8)
-        .map(thread_priority::ThreadPriority::Crossplatform)
-        .map_err(|e| e.to_string())
-        .and_then(|p| {
-            thread_priority::set_current_thread_priority(p).map_err(|e| format!("{e:?}"))
-        });
-    if let Err(e) = lower {
-        tracing::debug!(error = %e, "could not lower the embedded writer's priority");
-    }
-}
-
 fn writer_thread(
     mut conn: Connection,
     batches: std::sync::mpsc::Receiver<MinuteDeltas>,
     health: Arc<WriterHealth>,
     options: EmbeddedOptions,
 ) {
-    lower_priority();
     let mut pending: Option<MinuteDeltas> = None;
     loop {
         let batch = match pending.take() {
