@@ -478,6 +478,24 @@ struct DensePairs {
     other: Vec<(u64, u64)>,
 }
 
+impl DensePairs {
+    /// Calls `f(slot, count)` for every occupied slot with a count, in slot (so bucket) order, leaving the dense
+    /// part empty for the next merge.
+    fn drain_dense(&mut self, mut f: impl FnMut(usize, u64)) {
+        for (i, word) in self.occupied.iter_mut().enumerate() {
+            let mut w = std::mem::take(word);
+            while w != 0 {
+                let slot = i * 64 + w.trailing_zeros() as usize;
+                w &= w - 1;
+                let c = std::mem::take(&mut self.counts[slot]);
+                if c > 0 {
+                    f(slot, c);
+                }
+            }
+        }
+    }
+}
+
 impl PairSink for DensePairs {
     #[inline]
     fn pair(&mut self, bucket: u64, count: u64) {
@@ -545,28 +563,16 @@ impl Merger {
         let n: u64 = ratings.iter().sum();
         let ranks: Vec<u64> = quantiles.iter().map(|q| q.rank(n)).collect();
         let mut values: Vec<Option<f64>> = vec![None; quantiles.len()];
-        let DensePairs {
-            counts, occupied, ..
-        } = &mut self.pairs;
         // As Histogram::quantile: the first bucket at which the running count reaches the rank (none when empty).
         let mut seen = 0u64;
-        for (i, word) in occupied.iter_mut().enumerate() {
-            let mut w = std::mem::take(word);
-            while w != 0 {
-                let slot = i * 64 + w.trailing_zeros() as usize;
-                w &= w - 1;
-                let c = std::mem::take(&mut counts[slot]);
-                if c == 0 {
-                    continue;
-                }
-                seen += c;
-                for (v, &rank) in values.iter_mut().zip(&ranks) {
-                    if v.is_none() && n > 0 && seen >= rank {
-                        *v = Some(bucket_value(metric, slot_key(slot)));
-                    }
+        self.pairs.drain_dense(|slot, c| {
+            seen += c;
+            for (v, &rank) in values.iter_mut().zip(&ranks) {
+                if v.is_none() && n > 0 && seen >= rank {
+                    *v = Some(bucket_value(metric, slot_key(slot)));
                 }
             }
-        }
+        });
         (seen == n).then_some(Summary {
             ratings,
             quantiles: values,
@@ -576,24 +582,16 @@ impl Merger {
     /// The merged histogram, leaving the merger empty. `None`, as from [`Histogram::from_parts`], when the bucket
     /// and rating totals disagree.
     pub fn finish(&mut self) -> Option<Histogram> {
-        let DensePairs {
-            counts,
-            occupied,
-            other,
-        } = &mut self.pairs;
-        let n: usize = occupied.iter().map(|w| w.count_ones() as usize).sum();
-        let mut buckets = Vec::with_capacity(n + other.len());
-        for (i, word) in occupied.iter_mut().enumerate() {
-            let mut w = std::mem::take(word);
-            while w != 0 {
-                let slot = i * 64 + w.trailing_zeros() as usize;
-                w &= w - 1;
-                let c = std::mem::take(&mut counts[slot]);
-                if c > 0 {
-                    buckets.push((slot_key(slot), c));
-                }
-            }
-        }
+        let n: usize = self
+            .pairs
+            .occupied
+            .iter()
+            .map(|w| w.count_ones() as usize)
+            .sum();
+        let mut buckets = Vec::with_capacity(n + self.pairs.other.len());
+        self.pairs
+            .drain_dense(|slot, c| buckets.push((slot_key(slot), c)));
+        let other = &mut self.pairs.other;
         let ratings = std::mem::take(&mut self.ratings);
         if other.is_empty() {
             let h = Histogram { buckets, ratings };

@@ -91,23 +91,19 @@ pub async fn post_beacon(State(state): State<AppState>, req: Request) -> Respons
     resp
 }
 
-/// The body, read within the request deadline and the size limit (a declared length over it is refused before
-/// reading anything).
+/// The body, read within the request deadline and the size limit.
 async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Bytes, IngestError> {
-    check_media_type(headers)?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(IngestError::TooLarge(MAX_BODY_BYTES));
-    }
+    // Read first, judge after: answering with the body unread (a wrong media type, or a declared length over the
+    // limit) closes the connection with data pending, and the client sees a reset instead of the answer. Reading
+    // stops at the limit, so this costs at most 64 KiB.
     let read = Limited::new(body, MAX_BODY_BYTES).collect();
-    match tokio::time::timeout(state.request_timeout, read).await {
+    let read = tokio::time::timeout(state.request_timeout, read).await;
+    check_media_type(headers)?;
+    match read {
         Ok(Ok(collected)) => decoded_body(headers, collected.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(IngestError::TooLarge(MAX_BODY_BYTES))
