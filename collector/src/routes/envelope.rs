@@ -1,10 +1,10 @@
 //! The envelope of every request of the public listener, in one middleware: a request id (kept from a proxy or
-//! made, echoed, carried by every log event of the request), the security headers, and the request's count and
+//! made, echoed, carried by the request's log events through a span), the security headers, and the request's count and
 //! time by matched route and status class. One layer instead of three: each `from_fn` layer boxes a future and
 //! clones its state per request, a measurable share of the ingest path's CPU. `POST /v1/beacon`, the one route
 //! that carries the load, does the same work itself without the layer ([`finish`]; see `beacon.rs`).
 
-use super::request_id::{self, RequestId};
+use super::request_id;
 use crate::policy::PolicyHandle;
 use crate::telemetry::metrics::{Metrics, Route};
 use axum::extract::{MatchedPath, Request, State};
@@ -24,14 +24,13 @@ pub struct Envelope {
 }
 
 /// The middleware.
-pub async fn envelope(State(env): State<Envelope>, mut req: Request, next: Next) -> Response {
+pub async fn envelope(State(env): State<Envelope>, req: Request, next: Next) -> Response {
     let id = request_id::incoming_or_new(req.headers());
     let route = Route::from_matched(
         req.extensions()
             .get::<MatchedPath>()
             .map(MatchedPath::as_str),
     );
-    req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id);
     let start = Instant::now();
     let mut resp = next.run(req).instrument(span).await;

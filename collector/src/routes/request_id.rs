@@ -1,6 +1,6 @@
 //! Request ids: every request gets one (a sane incoming `X-Request-Id` from a proxy is kept), it is echoed in the
-//! response and carried by every log event of the request, so an operator can follow one beacon from the proxy log to
-//! ours.
+//! response and carried by the request's log events (through a span on most routes, as a field on the beacon
+//! route's refusals), so an operator can follow one beacon from the proxy log to ours.
 
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -9,10 +9,6 @@ use std::sync::OnceLock;
 
 /// The header.
 pub const HEADER: &str = "x-request-id";
-
-/// The id of the current request (a request extension).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
 
 fn generate() -> String {
     static BOOT: OnceLock<u64> = OnceLock::new();
