@@ -140,9 +140,9 @@ struct Shared {
     active: Mutex<Active>,
     /// Set by close once everything appended is synced and published: readers end after reading it.
     finished: AtomicBool,
-    /// With a zero fsync interval: the last sequence number known durable. The lock makes one waiting append
-    /// the leader that syncs for all who wait behind it (group commit).
-    synced: tokio::sync::Mutex<u64>,
+    /// With a zero fsync interval, held by the append that syncs: it syncs for all who wait behind it, and they
+    /// find their record synced (`stats.synced_seq`) when their turn comes (group commit).
+    sync_leader: tokio::sync::Mutex<()>,
     /// Append times of records not yet checkpointed, coarse (one entry per millisecond of appends), for the
     /// oldest-age gauge.
     pending_times: Mutex<std::collections::VecDeque<(u64, u64)>>,
@@ -201,6 +201,8 @@ impl Spool {
             .truncated_on_open
             .store(scan.truncated, Ordering::Relaxed);
         stats.last_seq.store(next_seq - 1, Ordering::Relaxed);
+        // What recovery found on disk counts as synced: nothing new is owed a sync.
+        stats.synced_seq.store(next_seq - 1, Ordering::Relaxed);
         let (written, _) = watch::channel(Mark {
             segment: active_first,
             offset: active_len,
@@ -222,7 +224,7 @@ impl Spool {
                 closed: false,
             }),
             finished: AtomicBool::new(false),
-            synced: tokio::sync::Mutex::new(next_seq - 1),
+            sync_leader: tokio::sync::Mutex::new(()),
             pending_times: Mutex::default(),
         });
         segments::refresh_stats(&shared.dir, &shared.stats);
@@ -329,15 +331,14 @@ impl Spool {
     /// other tasks make meanwhile; the cost is that a beacon answered 503 after a disk error may still be stored
     /// (`sendBeacon` never retries, so it is counted once; a client that retries could be counted twice).
     async fn sync_through(&self, seq: u64) -> Result<(), SpoolError> {
-        let mut synced = self.shared.synced.lock().await;
-        if *synced >= seq {
+        let _leader = self.shared.sync_leader.lock().await;
+        if self.shared.stats.synced_seq.load(Ordering::Relaxed) >= seq {
             return Ok(());
         }
         let shared = self.shared.clone();
         let mark = tokio::task::spawn_blocking(move || sync_now(&shared))
             .await
             .map_err(|_| SpoolError::Closed)??;
-        *synced = mark.last_seq;
         publish(&self.shared, mark);
         Ok(())
     }
@@ -492,16 +493,14 @@ fn timed_sync(stats: &SpoolStats, file: &File) -> std::io::Result<()> {
 
 /// With a non-zero interval: syncs what was written, once per interval, until the spool closes.
 fn syncer_loop(shared: Arc<Shared>) {
-    let mut synced_seq = shared.stats.last_seq.load(Ordering::Relaxed);
     while !shared.active.lock().expect("spool lock").closed {
         std::thread::sleep(shared.options.fsync_interval);
-        let last = shared.stats.last_seq.load(Ordering::Relaxed);
-        if last == synced_seq {
+        let stats = &shared.stats;
+        if stats.last_seq.load(Ordering::Relaxed) == stats.synced_seq.load(Ordering::Relaxed) {
             continue;
         }
-        match sync_now(&shared) {
-            Ok(mark) => synced_seq = mark.last_seq,
-            Err(e) => tracing::error!(error = %e, "spool fdatasync failed"),
+        if let Err(e) = sync_now(&shared) {
+            tracing::error!(error = %e, "spool fdatasync failed");
         }
     }
 }
