@@ -74,7 +74,12 @@ pub(super) fn histograms_via(
     page_rows: bool,
     scratch: &mut Scratch,
 ) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
-    merged_via(conn, q, page_rows, scratch, Merger::finish)
+    merged_via(conn, q, page_rows, scratch, |m, rows| {
+        for row in rows {
+            m.add_encoded(row)?;
+        }
+        Ok(m.finish())
+    })
 }
 
 /// Each group's [`Summary`] for `quantiles`: what [`histograms_reusing`] gives, summarised, without building the
@@ -96,19 +101,19 @@ pub(super) fn summaries_via(
     page_rows: bool,
     scratch: &mut Scratch,
 ) -> Result<Vec<(GroupKey, Summary)>, StoreError> {
-    merged_via(conn, q, page_rows, scratch, |m| {
-        m.finish_summary(q.metric, quantiles)
+    merged_via(conn, q, page_rows, scratch, |m, rows| {
+        m.summarize_encoded(rows, q.metric, quantiles)
     })
 }
 
-/// Reads the rows of `q` and merges each group's with `take`, which leaves the merger empty (`None`: the bucket and
-/// rating totals disagree).
+/// Reads the rows of `q` and merges each group's encoded rows with `take`, which leaves the merger empty, on error
+/// too (`None`: the bucket and rating totals disagree).
 fn merged_via<T>(
     conn: &Connection,
     q: &HistQuery,
     page_rows: bool,
     scratch: &mut Scratch,
-    take: impl FnMut(&mut Merger) -> Option<T>,
+    take: impl FnMut(&mut Merger, &[&[u8]]) -> Result<Option<T>, vitals::histogram::DecodeError>,
 ) -> Result<Vec<(GroupKey, T)>, StoreError> {
     // One read transaction: the watermarks and the rows come from the same snapshot.
     conn.execute_batch("BEGIN")?;
@@ -232,7 +237,7 @@ impl<'s> Groups<'s> {
 
     fn finish<T>(
         self,
-        mut take: impl FnMut(&mut Merger) -> Option<T>,
+        mut take: impl FnMut(&mut Merger, &[&[u8]]) -> Result<Option<T>, vitals::histogram::DecodeError>,
     ) -> Result<Vec<(GroupKey, T)>, StoreError> {
         let Scratch {
             blobs,
@@ -257,20 +262,28 @@ impl<'s> Groups<'s> {
             next[g as usize] += 1;
             at = end;
         }
+        let mut rows: Vec<&[u8]> = Vec::new();
         self.keys
             .into_iter()
             .zip(first.windows(2))
             .map(|(key, range)| {
-                for &(start, end) in &grouped[range[0]..range[1]] {
-                    if let Err(e) = merger.add_encoded(&blobs[start..end]) {
+                rows.clear();
+                rows.extend(
+                    grouped[range[0]..range[1]]
+                        .iter()
+                        .map(|&(start, end)| &blobs[start..end]),
+                );
+                match take(merger, &rows) {
+                    Ok(Some(h)) => Ok((key, h)),
+                    Ok(None) => Err(StoreError::Other(
+                        "embedded store: bucket and rating counts disagree".into(),
+                    )),
+                    Err(e) => {
                         // The merger outlives this query: leave it empty for the next.
                         merger.finish();
-                        return Err(e.into());
+                        Err(e.into())
                     }
                 }
-                take(merger).map(|h| (key, h)).ok_or_else(|| {
-                    StoreError::Other("embedded store: bucket and rating counts disagree".into())
-                })
             })
             .collect()
     }
