@@ -556,7 +556,7 @@ impl<'a> Sectioned<'a> {
     }
 
     /// The next section, `None` after the last.
-    #[inline]
+    #[inline(always)]
     fn next_section(&mut self) -> Result<Option<Section<'a>>, DecodeError> {
         if self.left == 0 {
             return Ok(None);
@@ -589,6 +589,32 @@ impl<'a> Sectioned<'a> {
             count,
             pairs,
         }))
+    }
+
+    /// Reads the rest of the table, adding each section's count to `sections` (pairs are skipped, not read).
+    #[inline(always)]
+    fn add_counts(&mut self, sections: &mut [u64; SECTIONS]) -> Result<(), DecodeError> {
+        let mut skipped = 0u64;
+        while self.left > 0 {
+            self.left -= 1;
+            let delta = get_varint(&mut self.table)?;
+            let count = get_varint(&mut self.table)?;
+            let len = get_varint(&mut self.table)?;
+            if (!self.first && delta == 0) || count == 0 || delta >= SECTIONS as u64 {
+                return Err(DecodeError::Malformed);
+            }
+            self.first = false;
+            self.section += delta as usize;
+            let slot = sections.get_mut(self.section).ok_or(DecodeError::Malformed)?;
+            *slot = slot.wrapping_add(count);
+            self.total = self.total.checked_add(count).ok_or(DecodeError::Malformed)?;
+            skipped = skipped.checked_add(len).ok_or(DecodeError::Malformed)?;
+        }
+        if skipped != self.data.len() as u64 {
+            return Err(DecodeError::Malformed);
+        }
+        self.data = &[];
+        Ok(())
     }
 
     /// After the last section: the rating counts, once the table and data are used up and agree with them.
@@ -843,9 +869,7 @@ impl Merger {
         for row in rows {
             if row.first() == Some(&ENCODING_V2) {
                 let mut header = Sectioned::read(&row[1..])?;
-                while let Some(s) = header.next_section()? {
-                    sections[s.index] = sections[s.index].wrapping_add(s.count);
-                }
+                header.add_counts(&mut sections)?;
                 self.add_ratings(header.finish()?);
             } else {
                 self.add_encoded(row)?;

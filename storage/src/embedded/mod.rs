@@ -14,6 +14,7 @@ pub mod backup;
 mod query;
 pub mod rollup;
 mod schema;
+pub mod spans;
 pub mod sql_functions;
 
 use crate::{Accepted, GroupKey, HistQuery, HistogramSource, StoreError};
@@ -625,6 +626,55 @@ mod tests {
         assert_eq!(projected, merged);
     }
 
+    /// Every `hist_span` row is the merge of the `hist_page` rows it spans, and spans of several lengths over hours
+    /// and days exist.
+    fn assert_spans_match_rows(conn: &Connection) {
+        let mut stmt = conn
+            .prepare("SELECT site, metric, level, start_ms, page, hist FROM hist_span")
+            .unwrap();
+        let spans = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                ))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        let mut levels = std::collections::BTreeSet::new();
+        for (site, metric, level, start, page, blob) in spans {
+            let (base, k) = if level > 20 {
+                (Resolution::Day, level - 20)
+            } else {
+                (Resolution::Hour, level - 10)
+            };
+            let end = start + (base.ms() << k);
+            let merged: Vec<u8> = conn
+                .query_row(
+                    "SELECT hist_merge_agg(hist) FROM hist_page
+                     WHERE site = ?1 AND metric = ?2 AND res = ?3 AND start_ms >= ?4 AND start_ms < ?5 AND page = ?6",
+                    rusqlite::params![site, metric, base as i64, start, end, page],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(
+                Histogram::decode(&blob).unwrap(),
+                Histogram::decode(&merged).unwrap(),
+                "span {level} at {start} of {page}"
+            );
+            levels.insert(level);
+        }
+        assert!(
+            levels.iter().any(|&l| l < 20) && levels.iter().any(|&l| l > 20),
+            "spans over hours and days: {levels:?}"
+        );
+    }
+
     fn count(conn: &Connection, sql: &str) -> i64 {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
@@ -678,6 +728,7 @@ mod tests {
         let t0 = 20_000 * DAY_MS + 7 * HOUR_MS;
         let (conn, raw, now) = three_days(&dir.path().join(DB_FILE), t0);
         assert_projection_matches_hist(&conn);
+        assert_spans_match_rows(&conn);
         let ranges = [
             (t0, t0 + 3 * DAY_MS),
             (
@@ -797,8 +848,9 @@ mod tests {
             .unwrap();
         }
         let conn = schema::open_writer(&path).unwrap();
-        assert_eq!(count(&conn, "PRAGMA user_version"), 2);
+        assert_eq!(count(&conn, "PRAGMA user_version"), 3);
         assert_projection_matches_hist(&conn);
+        assert_spans_match_rows(&conn);
         let projected = count(&conn, "SELECT count(*) FROM hist_page");
         for (from, to) in [
             (t0, now),
@@ -839,11 +891,14 @@ mod tests {
         rollup::roll_up_and_prune(&mut conn, now + 100 * DAY_MS, 400).unwrap();
         assert_eq!(page_rows(&conn, Resolution::Hour), 0);
         assert_eq!(rows(&conn, Resolution::Hour), 0);
+        assert_eq!(count(&conn, "SELECT count(*) FROM hist_span WHERE level < 20"), 0);
+        assert!(count(&conn, "SELECT count(*) FROM hist_span WHERE level > 20") > 0);
         assert!(page_rows(&conn, Resolution::Day) >= days);
         assert_projection_matches_hist(&conn);
         // With 30 days of retention every seeded day goes too.
         rollup::roll_up_and_prune(&mut conn, now + 100 * DAY_MS, 30).unwrap();
         assert_eq!(count(&conn, "SELECT count(*) FROM hist_page"), 0);
+        assert_eq!(count(&conn, "SELECT count(*) FROM hist_span"), 0);
         assert_eq!(rows(&conn, Resolution::Day), 0);
     }
 }

@@ -2,6 +2,7 @@
 //! and day pieces come from `hist_page` when the query needs no dimension but the page, from `hist` otherwise.
 
 use super::rollup::watermarks;
+use super::spans;
 use crate::time_range::{Resolution, DAY_MS, HOUR_MS, MINUTE_MS};
 use crate::{GroupKey, HistQuery, StoreError};
 use rusqlite::types::Value;
@@ -134,6 +135,8 @@ pub struct Scratch {
     /// The rows' blob ranges, grouped.
     grouped: Vec<(usize, usize)>,
     merger: Merger,
+    /// Groups of the last query.
+    groups_seen: usize,
 }
 
 impl Default for Scratch {
@@ -143,6 +146,7 @@ impl Default for Scratch {
             rows: Vec::new(),
             grouped: Vec::new(),
             merger: Merger::new(),
+            groups_seen: 0,
         }
     }
 }
@@ -192,9 +196,11 @@ struct Groups<'s> {
 
 impl<'s> Groups<'s> {
     fn new(scratch: &'s mut Scratch) -> Self {
+        // Sized for as many groups as the reader's last query had: a by-page query grows these to thousands.
+        let hint = scratch.groups_seen;
         Groups {
-            index: HashMap::default(),
-            keys: Vec::new(),
+            index: HashMap::with_capacity_and_hasher(hint, Default::default()),
+            keys: Vec::with_capacity(hint),
             key_buf: Vec::new(),
             scratch,
         }
@@ -244,6 +250,7 @@ impl<'s> Groups<'s> {
             rows,
             grouped,
             merger,
+            groups_seen,
         } = self.scratch;
         // Counting sort of the rows' blob ranges by group: `first[g]..first[g + 1]` are group g's.
         let mut first = vec![0usize; self.keys.len() + 1];
@@ -262,30 +269,31 @@ impl<'s> Groups<'s> {
             next[g as usize] += 1;
             at = end;
         }
+        *groups_seen = self.keys.len();
         let mut rows: Vec<&[u8]> = Vec::new();
-        self.keys
-            .into_iter()
-            .zip(first.windows(2))
-            .map(|(key, range)| {
-                rows.clear();
-                rows.extend(
-                    grouped[range[0]..range[1]]
-                        .iter()
-                        .map(|&(start, end)| &blobs[start..end]),
-                );
-                match take(merger, &rows) {
-                    Ok(Some(h)) => Ok((key, h)),
-                    Ok(None) => Err(StoreError::Other(
+        let mut out = Vec::with_capacity(self.keys.len());
+        for (key, range) in self.keys.into_iter().zip(first.windows(2)) {
+            rows.clear();
+            rows.extend(
+                grouped[range[0]..range[1]]
+                    .iter()
+                    .map(|&(start, end)| &blobs[start..end]),
+            );
+            match take(merger, &rows) {
+                Ok(Some(h)) => out.push((key, h)),
+                Ok(None) => {
+                    return Err(StoreError::Other(
                         "embedded store: bucket and rating counts disagree".into(),
-                    )),
-                    Err(e) => {
-                        // The merger outlives this query: leave it empty for the next.
-                        merger.finish();
-                        Err(e.into())
-                    }
+                    ))
                 }
-            })
-            .collect()
+                Err(e) => {
+                    // The merger outlives this query: leave it empty for the next.
+                    merger.finish();
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -293,6 +301,10 @@ const PAGE_SQL: &str = "SELECT page, hist FROM hist_page
     WHERE site = ?1 AND metric = ?2 AND res = ?3 AND start_ms >= ?4 AND start_ms < ?5";
 const ONE_PAGE_SQL: &str = "SELECT page, hist FROM hist_page
     WHERE site = ?1 AND metric = ?2 AND res = ?3 AND start_ms >= ?4 AND start_ms < ?5 AND page = ?6";
+const SPAN_SQL: &str = "SELECT page, hist FROM hist_span
+    WHERE site = ?1 AND metric = ?2 AND level = ?3 AND start_ms >= ?4 AND start_ms < ?5";
+const ONE_PAGE_SPAN_SQL: &str = "SELECT page, hist FROM hist_span
+    WHERE site = ?1 AND metric = ?2 AND level = ?3 AND start_ms >= ?4 AND start_ms < ?5 AND page = ?6";
 
 fn blob<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
     Ok(row.get_ref(i)?.as_blob()?)
@@ -344,21 +356,29 @@ fn read<'s>(
         // With `page_rows`, `extra` holds at most the page filter.
         params.extend(extra.iter().cloned());
         if page_rows && res != Resolution::Minute {
-            let sql = if f.page.is_some() {
-                ONE_PAGE_SQL
-            } else {
-                PAGE_SQL
-            };
-            let mut stmt = conn.prepare_cached(sql)?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
-            while let Some(row) = rows.next()? {
-                let dims = Dims {
-                    page: by.page.then_some(text(row, 0)?),
-                    device: None,
-                    release: None,
-                    nav: None,
+            // Hour and day pieces: the longest spans that fit, single hour or day rows around them.
+            let cut = super::rollup::pruned_before(conn, res)?;
+            for (span, from, to) in spans::pieces(res, start, end, cut) {
+                let (sql, level) = match (span, f.page.is_some()) {
+                    (Some(s), false) => (SPAN_SQL, s.code()),
+                    (Some(s), true) => (ONE_PAGE_SPAN_SQL, s.code()),
+                    (None, false) => (PAGE_SQL, res as i64),
+                    (None, true) => (ONE_PAGE_SQL, res as i64),
                 };
-                groups.add(dims, blob(row, 1)?)?;
+                params[2] = Value::Integer(level);
+                params[3] = Value::Integer(from);
+                params[4] = Value::Integer(to);
+                let mut stmt = conn.prepare_cached(sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+                while let Some(row) = rows.next()? {
+                    let dims = Dims {
+                        page: by.page.then_some(text(row, 0)?),
+                        device: None,
+                        release: None,
+                        nav: None,
+                    };
+                    groups.add(dims, blob(row, 1)?)?;
+                }
             }
             continue;
         }

@@ -10,6 +10,7 @@
 //! minutes (above the watermarks) never touches it.
 
 use super::aggregator::MinuteDeltas;
+use super::spans;
 use crate::time_range::{Resolution, DAY_MS, HOUR_MS};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::collections::HashMap;
@@ -115,15 +116,37 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
             }
         }
         let mut upsert_page = tx.prepare_cached(UPSERT_PAGE)?;
+        let mut upsert_span = tx.prepare_cached(spans::UPSERT_SPAN)?;
+        let cuts = if late.is_empty() {
+            (i64::MIN, i64::MIN)
+        } else {
+            (
+                pruned_before(&tx, Resolution::Hour)?,
+                pruned_before(&tx, Resolution::Day)?,
+            )
+        };
         for ((res, site, metric, start_ms, page), h) in &late {
+            let blob = h.encode();
             upsert_page.execute(params![
                 *res as i64,
                 &**site,
                 metric.code(),
                 start_ms,
                 &**page,
-                h.encode()
+                &blob
             ])?;
+            let (until, cut) = match res {
+                Resolution::Hour => (hours_until, cuts.0),
+                _ => (days_until, cuts.1),
+            };
+            spans::add_late(
+                &mut upsert_span,
+                (site, metric.code() as i64, *start_ms, page),
+                &blob,
+                *res,
+                until,
+                cut,
+            )?;
         }
     }
     tx.execute(
@@ -184,6 +207,7 @@ pub fn roll_up_and_prune(
         if hours_until + HOUR_MS + ROLLUP_GRACE_MS <= now_ms {
             let tx = conn.transaction()?;
             roll(&tx, Resolution::Minute, Resolution::Hour, hours_until)?;
+            spans::build_ending_at(&tx, Resolution::Hour, hours_until + HOUR_MS)?;
             tx.execute(
                 "UPDATE meta SET value = ?1 WHERE key = ?2",
                 params![hours_until + HOUR_MS, HOURS_KEY],
@@ -192,6 +216,7 @@ pub fn roll_up_and_prune(
         } else if days_until + DAY_MS <= hours_until {
             let tx = conn.transaction()?;
             roll(&tx, Resolution::Hour, Resolution::Day, days_until)?;
+            spans::build_ending_at(&tx, Resolution::Day, days_until + DAY_MS)?;
             tx.execute(
                 "UPDATE meta SET value = ?1 WHERE key = ?2",
                 params![days_until + DAY_MS, DAYS_KEY],
@@ -217,6 +242,19 @@ pub fn roll_up_and_prune(
         prune(conn, Resolution::Day, day_cut, DAYS_PRUNED_KEY)?;
     }
     Ok(())
+}
+
+/// The cut below which `res` rows were last pruned (`i64::MIN` when never): spans start at or above it.
+pub fn pruned_before(conn: &Connection, res: Resolution) -> rusqlite::Result<i64> {
+    let key = match res {
+        Resolution::Minute => MINUTES_PRUNED_KEY,
+        Resolution::Hour => HOURS_PRUNED_KEY,
+        Resolution::Day => DAYS_PRUNED_KEY,
+    };
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?
+        .unwrap_or(i64::MIN))
 }
 
 const MINUTES_PRUNED_KEY: &str = "minutes_pruned_before";
@@ -245,6 +283,7 @@ fn prune(conn: &mut Connection, res: Resolution, cut: i64, key: &str) -> rusqlit
             params![res as i64, cut],
         )?;
     }
+    spans::prune(&tx, res, cut)?;
     tx.execute(
         "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         params![key, cut],

@@ -1,11 +1,12 @@
 //! The embedded store's schema and connection settings.
 
+use crate::time_range::Resolution;
 use crate::StoreError;
 use rusqlite::Connection;
 use std::path::Path;
 
 /// Bumped when the schema changes; older files are migrated in [`open_writer`].
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: the `hist` table (every dimension) and `meta` (watermarks, checkpoint).
 pub(super) const SCHEMA_V1: &str = "
@@ -85,10 +86,24 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         let tx = conn.transaction()?;
         tx.execute_batch(SCHEMA_V1)?;
         tx.execute_batch(SCHEMA_V2)?;
+        tx.execute_batch(super::spans::SCHEMA_V3)?;
         if version == 1 {
             tx.execute_batch(BACKFILL_V2)?;
         }
         super::rollup::init_watermarks(&tx, chrono::Utc::now().timestamp_millis())?;
+        if version >= 1 {
+            // Version 3: day rows are rewritten in the sectioned encoding where it applies (hour rows are mostly too
+            // small for it), and spans are built over the hours and days already rolled up.
+            tx.execute(
+                "UPDATE hist_page SET hist = hist_merge(hist, ?1) WHERE res = ?2",
+                rusqlite::params![vitals::Histogram::new().encode(), Resolution::Day as i64],
+            )?;
+            let (hours_until, days_until) = super::rollup::watermarks(&tx)?;
+            for (base, until) in [(Resolution::Hour, hours_until), (Resolution::Day, days_until)] {
+                let cut = super::rollup::pruned_before(&tx, base)?;
+                super::spans::backfill(&tx, base, cut, until)?;
+            }
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
         tx.commit()?;
     }
