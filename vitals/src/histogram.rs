@@ -605,9 +605,14 @@ impl<'a> Sectioned<'a> {
             }
             self.first = false;
             self.section += delta as usize;
-            let slot = sections.get_mut(self.section).ok_or(DecodeError::Malformed)?;
+            let slot = sections
+                .get_mut(self.section)
+                .ok_or(DecodeError::Malformed)?;
             *slot = slot.wrapping_add(count);
-            self.total = self.total.checked_add(count).ok_or(DecodeError::Malformed)?;
+            self.total = self
+                .total
+                .checked_add(count)
+                .ok_or(DecodeError::Malformed)?;
             skipped = skipped.checked_add(len).ok_or(DecodeError::Malformed)?;
         }
         if skipped != self.data.len() as u64 {
@@ -940,7 +945,8 @@ impl Merger {
             .iter()
             .map(|t| {
                 t.and_then(|(section, rank)| {
-                    let slots = section * SECTION_SLOTS..((section + 1) * SECTION_SLOTS).min(DENSE_SLOTS);
+                    let slots =
+                        section * SECTION_SLOTS..((section + 1) * SECTION_SLOTS).min(DENSE_SLOTS);
                     let mut seen = 0u64;
                     slots
                         .into_iter()
@@ -953,7 +959,10 @@ impl Merger {
             })
             .collect::<Vec<_>>();
         // Every target section's counts are exactly its table count (checked while decoding), so each rank is found.
-        let found = targets.iter().zip(&values).all(|(t, v)| t.is_some() == v.is_some());
+        let found = targets
+            .iter()
+            .zip(&values)
+            .all(|(t, v)| t.is_some() == v.is_some());
         self.clear();
         Ok(found.then_some(Summary {
             ratings,
@@ -1196,7 +1205,11 @@ mod tests {
         let bytes = dense.encode();
         assert_eq!(bytes[0], ENCODING_V2);
         // About the size of version 1 (a pair takes two bytes in both here); the table is what it adds.
-        assert!(bytes.len() * 10 < dense.encode_v1().len() * 11, "{} bytes", bytes.len());
+        assert!(
+            bytes.len() * 10 < dense.encode_v1().len() * 11,
+            "{} bytes",
+            bytes.len()
+        );
         assert_eq!(Histogram::decode(&bytes).unwrap(), dense);
         let mut tiny = Histogram::new();
         tiny.record(Metric::Lcp, 1234.0);

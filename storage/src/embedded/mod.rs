@@ -190,30 +190,64 @@ impl EmbeddedStore {
         Ok(WriterHandle { task })
     }
 
-    fn with_reader<T>(
-        &self,
-        f: impl FnOnce(&Connection, &mut query::Scratch) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn take_reader(&self) -> Result<(Connection, query::Scratch), StoreError> {
         let reader = self.readers.lock().expect("reader pool lock").pop();
-        let (conn, mut scratch) = match reader {
-            Some(r) => r,
-            None => (schema::open_reader(&self.path)?, query::Scratch::default()),
-        };
-        let out = f(&conn, &mut scratch);
+        match reader {
+            Some(r) => Ok(r),
+            None => Ok((schema::open_reader(&self.path)?, query::Scratch::default())),
+        }
+    }
+
+    fn return_reader(&self, reader: (Connection, query::Scratch)) {
         let mut pool = self.readers.lock().expect("reader pool lock");
         if pool.len() < 8 {
-            pool.push((conn, scratch));
+            pool.push(reader);
         }
+    }
+
+    /// Runs `f` on one pooled reader, or on two when `q` spans a day or more (see `query::merged_via`).
+    fn with_readers<T>(
+        &self,
+        q: &HistQuery,
+        one: impl FnOnce(&Connection, &mut query::Scratch) -> Result<T, StoreError>,
+        two: impl FnOnce(
+            (&Connection, &mut query::Scratch),
+            (&mut Connection, &mut query::Scratch),
+        ) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut a = self.take_reader()?;
+        let out = if q.to_ms - q.from_ms >= PARALLEL_FROM_MS {
+            let mut b = match self.take_reader() {
+                Ok(b) => b,
+                Err(e) => {
+                    self.return_reader(a);
+                    return Err(e);
+                }
+            };
+            let out = two((&a.0, &mut a.1), (&mut b.0, &mut b.1));
+            self.return_reader(b);
+            out
+        } else {
+            one(&a.0, &mut a.1)
+        };
+        self.return_reader(a);
         out
     }
 }
+
+/// Queries over at least this long a range read on two threads: below it, a second thread costs more than it saves.
+const PARALLEL_FROM_MS: i64 = crate::time_range::DAY_MS;
 
 #[async_trait::async_trait]
 impl HistogramSource for EmbeddedStore {
     async fn histograms(&self, q: &HistQuery) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
         // SQLite calls block; a query is short, so block_in_place keeps the reader pool simple.
         tokio::task::block_in_place(|| {
-            self.with_reader(|conn, scratch| query::histograms_reusing(conn, q, scratch))
+            self.with_readers(
+                q,
+                |conn, scratch| query::histograms_reusing(conn, q, scratch),
+                |a, b| query::histograms_parallel(a, b, q),
+            )
         })
     }
 
@@ -223,7 +257,11 @@ impl HistogramSource for EmbeddedStore {
         quantiles: &[Quantile],
     ) -> Result<Vec<(GroupKey, Summary)>, StoreError> {
         tokio::task::block_in_place(|| {
-            self.with_reader(|conn, scratch| query::summaries_reusing(conn, q, quantiles, scratch))
+            self.with_readers(
+                q,
+                |conn, scratch| query::summaries_reusing(conn, q, quantiles, scratch),
+                |a, b| query::summaries_parallel(a, b, q, quantiles),
+            )
         })
     }
 }
@@ -437,7 +475,9 @@ mod tests {
                     device: DeviceClass::ALL[(r / 3 % 3) as usize],
                     release: ["", "r1", "r2"][(r / 9 % 3) as usize],
                     nav: [NavType::Navigate, NavType::Reload][(r / 27 % 2) as usize],
-                    value: (*x >> 40) as f64 / 7.0,
+                    // Within 3 s, so that day rows hold several values per section (sectioned encoding) while
+                    // minute rows stay small (version 1).
+                    value: ((*x >> 40) % 21_000) as f64 / 7.0,
                 }
             })
             .collect()
@@ -513,6 +553,9 @@ mod tests {
         let (from, to) = crate::snap_range(from, to, now);
         // One scratch for every shape, as a pooled reader keeps it: nothing may leak from one query into the next.
         let mut scratch = query::Scratch::default();
+        // A second reader, as a query over a day or more uses.
+        let mut second = schema::open_reader(Path::new(conn.path().unwrap())).unwrap();
+        let mut scratch_b = query::Scratch::default();
         for (by, filters) in shapes() {
             let mut want: BTreeMap<GroupKey, Histogram> = BTreeMap::new();
             let f = &filters;
@@ -557,6 +600,14 @@ mod tests {
                     "hist_page, range {from}..{to}, {by:?} {f:?}"
                 );
             }
+            assert_eq!(
+                query::histograms_parallel((conn, &mut scratch), (&mut second, &mut scratch_b), &q)
+                    .unwrap()
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+                want,
+                "on two readers, range {from}..{to}, {by:?} {f:?}"
+            );
             // Summaries (what the stats answers read) through every path: the histograms' own, exactly.
             let qs = [0.75, 0.5, 0.01, 0.99, 1.0]
                 .map(|x| vitals::Quantile::parse(&x.to_string()).unwrap());
@@ -583,6 +634,19 @@ mod tests {
                     "summaries from hist_page, {from}..{to}, {by:?} {f:?}"
                 );
             }
+            assert_eq!(
+                query::summaries_parallel(
+                    (conn, &mut scratch),
+                    (&mut second, &mut scratch_b),
+                    &q,
+                    &qs
+                )
+                .unwrap()
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+                want,
+                "summaries on two readers, range {from}..{to}, {by:?} {f:?}"
+            );
             assert_eq!(
                 query::summaries_reusing(conn, &q, &qs, &mut scratch)
                     .unwrap()
@@ -729,6 +793,13 @@ mod tests {
         let (conn, raw, now) = three_days(&dir.path().join(DB_FILE), t0);
         assert_projection_matches_hist(&conn);
         assert_spans_match_rows(&conn);
+        for version in [1, 2] {
+            let rows = count(
+                &conn,
+                &format!("SELECT count(*) FROM hist_span WHERE unicode(CAST(substr(hist, 1, 1) AS TEXT)) = {version}"),
+            );
+            assert!(rows > 0, "no span row in encoding version {version}");
+        }
         let ranges = [
             (t0, t0 + 3 * DAY_MS),
             (
@@ -891,7 +962,10 @@ mod tests {
         rollup::roll_up_and_prune(&mut conn, now + 100 * DAY_MS, 400).unwrap();
         assert_eq!(page_rows(&conn, Resolution::Hour), 0);
         assert_eq!(rows(&conn, Resolution::Hour), 0);
-        assert_eq!(count(&conn, "SELECT count(*) FROM hist_span WHERE level < 20"), 0);
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM hist_span WHERE level < 20"),
+            0
+        );
         assert!(count(&conn, "SELECT count(*) FROM hist_span WHERE level > 20") > 0);
         assert!(page_rows(&conn, Resolution::Day) >= days);
         assert_projection_matches_hist(&conn);

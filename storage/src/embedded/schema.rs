@@ -99,7 +99,10 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
                 rusqlite::params![vitals::Histogram::new().encode(), Resolution::Day as i64],
             )?;
             let (hours_until, days_until) = super::rollup::watermarks(&tx)?;
-            for (base, until) in [(Resolution::Hour, hours_until), (Resolution::Day, days_until)] {
+            for (base, until) in [
+                (Resolution::Hour, hours_until),
+                (Resolution::Day, days_until),
+            ] {
                 let cut = super::rollup::pruned_before(&tx, base)?;
                 super::spans::backfill(&tx, base, cut, until)?;
             }

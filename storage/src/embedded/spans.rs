@@ -44,7 +44,11 @@ impl Span {
 
     /// The `level` column's value.
     pub fn code(self) -> i64 {
-        let family = if self.base == Resolution::Hour { 10 } else { 20 };
+        let family = if self.base == Resolution::Hour {
+            10
+        } else {
+            20
+        };
         family + self.k as i64
     }
 
@@ -112,7 +116,15 @@ fn build(conn: &Connection, span: Span, from: i64, to: i64) -> rusqlite::Result<
     let source = span.lower().map_or(span.base as i64, Span::code);
     let mut stmt = conn.prepare_cached(sql)?;
     for (site, metric) in site_metrics(conn)? {
-        stmt.execute(params![site, metric, span.code(), from, to, span.ms(), source])?;
+        stmt.execute(params![
+            site,
+            metric,
+            span.code(),
+            from,
+            to,
+            span.ms(),
+            source
+        ])?;
     }
     Ok(())
 }
@@ -143,8 +155,7 @@ pub fn backfill(conn: &Connection, base: Resolution, cut: i64, until: i64) -> ru
         .map(|first| {
             let longest = Span::levels(base).last().map_or(base.ms(), Span::ms);
             first.div_euclid(longest).saturating_mul(longest).max(cut)
-        })
-    {
+        }) {
         Some(low) => low,
         None => return Ok(()),
     };
@@ -220,13 +231,20 @@ mod tests {
     #[test]
     fn pieces_take_the_longest_aligned_spans() {
         let day = 20_000 * DAY_MS; // a multiple of 32 days
-        let h = |span: u32| Some(Span {
-            base: Resolution::Hour,
-            k: span,
-        });
+        let h = |span: u32| {
+            Some(Span {
+                base: Resolution::Hour,
+                k: span,
+            })
+        };
         // 03:00 to 23:00: 3-4, 4-8, 8-16, 16-20, 20-22, 22-23.
         assert_eq!(
-            pieces(Resolution::Hour, day + 3 * HOUR_MS, day + 23 * HOUR_MS, i64::MIN),
+            pieces(
+                Resolution::Hour,
+                day + 3 * HOUR_MS,
+                day + 23 * HOUR_MS,
+                i64::MIN
+            ),
             vec![
                 (None, day + 3 * HOUR_MS, day + 4 * HOUR_MS),
                 (h(2), day + 4 * HOUR_MS, day + 8 * HOUR_MS),
@@ -237,10 +255,12 @@ mod tests {
             ]
         );
         // 70 days from an aligned start: two 32-day spans coalesced, then 4 and 2 days.
-        let d = |k: u32| Some(Span {
-            base: Resolution::Day,
-            k,
-        });
+        let d = |k: u32| {
+            Some(Span {
+                base: Resolution::Day,
+                k,
+            })
+        };
         assert_eq!(
             pieces(Resolution::Day, day, day + 70 * DAY_MS, i64::MIN),
             vec![

@@ -1,0 +1,51 @@
+//! Times one "p75 by page" query against an existing embedded store, in process (no HTTP): the store's own path,
+//! which reads on two threads for ranges of a day or more.
+//!
+//! `cargo run --release -p storage --example query_timing -- DATA_DIR SITE DAYS [NOW_MS] [REPEAT]`
+
+use std::time::Instant;
+use storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use storage::{snap_range, Filters, GroupBy, HistQuery, HistogramSource};
+use vitals::{Metric, Quantile};
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [dir, site, days, rest @ ..] = args.as_slice() else {
+        return Err("usage: query_timing DATA_DIR SITE DAYS [NOW_MS] [REPEAT]".into());
+    };
+    let now: i64 = match rest.first() {
+        Some(n) => n.parse()?,
+        None => chrono::Utc::now().timestamp_millis(),
+    };
+    let repeat: usize = rest.get(1).map_or(Ok(15), |r| r.parse())?;
+    let days: i64 = days.parse()?;
+    let store = EmbeddedStore::open(std::path::Path::new(dir), EmbeddedOptions::default())?;
+    let (from_ms, to_ms) = snap_range(now - days * 86_400_000, now, now);
+    let q = HistQuery {
+        site: site.clone(),
+        metric: Metric::Lcp,
+        from_ms,
+        to_ms,
+        by: GroupBy {
+            page: true,
+            ..GroupBy::default()
+        },
+        filters: Filters::default(),
+    };
+    let mut times = Vec::new();
+    let mut groups = 0;
+    for _ in 0..repeat {
+        let t = Instant::now();
+        groups = store.summaries(&q, &[Quantile::P75]).await?.len();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{groups} groups; ms: min {:.2} median {:.2} max {:.2}",
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    Ok(())
+}
