@@ -236,10 +236,10 @@ for step in $STEPS; do
     curl -fsS "$CH_URL/" --data-binary "OPTIMIZE TABLE default.fv_raw FINAL" >/dev/null || true
     start_collector "$QUERY_DIR"
     "$LOADTEST_BIN" --threads 2 query-bench --collector "http://127.0.0.1:$COLLECTOR_PORT" --clickhouse "$CH_URL" \
-      --table default.fv_raw --samples "$QUERY_SAMPLES" --pages 1000 --days 28 --now-ms "$NOW_MS" --repeat 7 --format json \
+      --table default.fv_raw --samples "$QUERY_SAMPLES" --pages 1000 --days 28 --now-ms "$NOW_MS" --repeat 15 --format json \
       >"$OUT/query.json"
     "$LOADTEST_BIN" --threads 2 query-bench --collector "http://127.0.0.1:$COLLECTOR_PORT" --clickhouse "$CH_URL" \
-      --table default.fv_raw --samples "$QUERY_SAMPLES" --pages 1000 --days 28 --now-ms "$NOW_MS" --repeat 7 \
+      --table default.fv_raw --samples "$QUERY_SAMPLES" --pages 1000 --days 28 --now-ms "$NOW_MS" --repeat 15 \
       | tee -a "$OUT/bench.log"
     note "embedded store size: $(du -sh "$QUERY_DIR" | cut -f1)"
     stop_pid "$CPID"

@@ -219,9 +219,16 @@ pub async fn query_bench(
         client::encode_query_value(&from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         client::encode_query_value(&to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     );
+    // The two are timed in turns (fieldvitals, ClickHouse, fieldvitals, ...): this machine's speed drifts by up to
+    // 2x over seconds, and timing all of one side first let that drift decide the ratio.
     let mut fv_times = Vec::new();
     let mut fv_json = serde_json::Value::Null;
-    for _ in 0..repeat.max(1) {
+    let mut ch_times = Vec::new();
+    let mut ch_body = Bytes::new();
+    let mut sql = String::new();
+    let (mut from_ms, mut to_ms) = (0i64, 0i64);
+    let mut fv_pages = BTreeMap::new();
+    for i in 0..repeat.max(1) {
         let t = Instant::now();
         let (status, body) = client::get(collector, &q).await?;
         fv_times.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -231,33 +238,21 @@ pub async fn query_bench(
             String::from_utf8_lossy(&body)
         );
         fv_json = serde_json::from_slice(&body)?;
-    }
-    // Both sides answer over exactly the effective range fieldvitals reports.
-    let parse = |k: &str| -> anyhow::Result<i64> {
-        Ok(
-            chrono::DateTime::parse_from_rfc3339(fv_json[k].as_str().unwrap_or_default())?
-                .timestamp_millis(),
-        )
-    };
-    let (from_ms, to_ms) = (parse("from")?, parse("to")?);
-    let mut fv_pages = BTreeMap::new();
-    for row in fv_json["rows"].as_array().into_iter().flatten() {
-        fv_pages.insert(
-            row["page"].as_str().unwrap_or_default().to_string(),
-            (
-                row["p75"].as_f64().unwrap_or(f64::NAN),
-                row["n"].as_u64().unwrap_or(0),
-            ),
-        );
-    }
-    let sql = format!(
-        "SELECT page, quantileExact(0.75)(value), count() FROM {table} WHERE site = '{site}' AND metric = '{}' \
-         AND ts >= {from_ms} AND ts < {to_ms} GROUP BY page FORMAT TabSeparated",
-        metric.as_str()
-    );
-    let mut ch_times = Vec::new();
-    let mut ch_body = Bytes::new();
-    for _ in 0..repeat.max(1) {
+        if i == 0 {
+            // Both sides answer over exactly the effective range fieldvitals reports.
+            let parse = |k: &str| -> anyhow::Result<i64> {
+                Ok(
+                    chrono::DateTime::parse_from_rfc3339(fv_json[k].as_str().unwrap_or_default())?
+                        .timestamp_millis(),
+                )
+            };
+            (from_ms, to_ms) = (parse("from")?, parse("to")?);
+            sql = format!(
+                "SELECT page, quantileExact(0.75)(value), count() FROM {table} WHERE site = '{site}' AND metric = '{}' \
+                 AND ts >= {from_ms} AND ts < {to_ms} GROUP BY page FORMAT TabSeparated",
+                metric.as_str()
+            );
+        }
         let t = Instant::now();
         let (status, body) = client::post(clickhouse, "/", auth, Bytes::from(sql.clone())).await?;
         ch_times.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -267,6 +262,15 @@ pub async fn query_bench(
             String::from_utf8_lossy(&body)
         );
         ch_body = body;
+    }
+    for row in fv_json["rows"].as_array().into_iter().flatten() {
+        fv_pages.insert(
+            row["page"].as_str().unwrap_or_default().to_string(),
+            (
+                row["p75"].as_f64().unwrap_or(f64::NAN),
+                row["n"].as_u64().unwrap_or(0),
+            ),
+        );
     }
     let mut ch_pages = BTreeMap::new();
     for line in String::from_utf8_lossy(&ch_body).lines() {

@@ -192,6 +192,9 @@ const ENCODING_V2: u8 = 2;
 const SECTION_SLOTS: usize = 128;
 /// Sections over every dense slot.
 const SECTIONS: usize = DENSE_SLOTS.div_ceil(SECTION_SLOTS);
+/// Bytes of the bitmap of sections present.
+const PRESENCE_BYTES: usize = SECTIONS.div_ceil(8);
+const _: () = assert!(SECTIONS <= 128, "the presence bitmap is read as a u128");
 
 impl Histogram {
     /// An empty histogram.
@@ -344,8 +347,9 @@ impl Histogram {
     }
 
     /// Serialises to a compact, versioned byte string. Histograms averaging at least two pairs per section are written
-    /// sectioned (version 2): LEB128 varints of the rating counts, the section count, the table's length in bytes,
-    /// a table of (section delta, count, byte length) and then each section's pairs as (slot offset delta, count).
+    /// sectioned (version 2): LEB128 varints of the rating counts, a bitmap of the sections present, the byte length
+    /// of their counts, each present section's count, and then each one's pairs, after their byte length, as (slot
+    /// offset delta, count).
     /// Smaller ones (most minute rows) are written as version 1: the rating counts, the bucket count, then
     /// delta-encoded bucket keys with their counts; there a table would cost more than it saves.
     pub fn encode(&self) -> Vec<u8> {
@@ -371,33 +375,29 @@ impl Histogram {
     /// Version 2, or `None` where it does not apply: a key without a dense slot, a zero count, or fewer than two
     /// pairs per section on average.
     fn encode_sectioned(&self) -> Option<Vec<u8>> {
-        let mut sections = 0usize;
-        let mut last = usize::MAX;
+        let mut present = 0u128;
         for &(b, c) in &self.buckets {
-            let section = dense_slot(b)? / SECTION_SLOTS;
             if c == 0 {
                 return None;
             }
-            if section != last {
-                sections += 1;
-                last = section;
-            }
+            present |= 1u128 << (dense_slot(b)? / SECTION_SLOTS);
         }
+        let sections = present.count_ones() as usize;
         if sections == 0 || sections * 2 > self.buckets.len() {
             return None;
         }
-        let mut table = Vec::with_capacity(sections * 4);
-        let mut data = Vec::with_capacity(self.buckets.len() * 3);
-        let mut prev_section = 0usize;
+        let mut counts = Vec::with_capacity(sections * 3);
+        let mut data = Vec::with_capacity(sections * 2 + self.buckets.len() * 3);
+        let mut section_pairs = Vec::with_capacity(SECTION_SLOTS * 2);
         let mut pairs = self.buckets.iter().peekable();
         while let Some(&(b, c)) = pairs.next() {
             let slot = dense_slot(b)?;
             let section = slot / SECTION_SLOTS;
-            let start = data.len();
+            section_pairs.clear();
             let mut count = c;
             let mut prev_off = slot % SECTION_SLOTS;
-            put_varint(&mut data, prev_off as u64);
-            put_varint(&mut data, c);
+            put_varint(&mut section_pairs, prev_off as u64);
+            put_varint(&mut section_pairs, c);
             while let Some(&&(b, c)) = pairs.peek() {
                 let slot = dense_slot(b)?;
                 if slot / SECTION_SLOTS != section {
@@ -405,24 +405,23 @@ impl Histogram {
                 }
                 pairs.next();
                 let off = slot % SECTION_SLOTS;
-                put_varint(&mut data, (off - prev_off) as u64);
-                put_varint(&mut data, c);
+                put_varint(&mut section_pairs, (off - prev_off) as u64);
+                put_varint(&mut section_pairs, c);
                 count = count.wrapping_add(c);
                 prev_off = off;
             }
-            put_varint(&mut table, (section - prev_section) as u64);
-            put_varint(&mut table, count);
-            put_varint(&mut table, (data.len() - start) as u64);
-            prev_section = section;
+            put_varint(&mut counts, count);
+            put_varint(&mut data, section_pairs.len() as u64);
+            data.extend_from_slice(&section_pairs);
         }
-        let mut out = Vec::with_capacity(16 + table.len() + data.len());
+        let mut out = Vec::with_capacity(32 + counts.len() + data.len());
         out.push(ENCODING_V2);
         for r in self.ratings {
             put_varint(&mut out, r);
         }
-        put_varint(&mut out, sections as u64);
-        put_varint(&mut out, table.len() as u64);
-        out.extend_from_slice(&table);
+        out.extend_from_slice(&present.to_le_bytes()[..PRESENCE_BYTES]);
+        put_varint(&mut out, counts.len() as u64);
+        out.extend_from_slice(&counts);
         out.extend_from_slice(&data);
         Some(out)
     }
@@ -510,16 +509,15 @@ fn decode_each(bytes: &[u8], sink: &mut impl PairSink) -> Result<[u64; 3], Decod
     Ok(ratings)
 }
 
-/// A version 2 histogram being read: its rating counts, then its sections in order, each with its count and its
-/// pairs' bytes. Checks the header as it goes (section numbers rising and in range, counts above zero and summing to
-/// the rating total, byte lengths covering the data exactly); a section's pairs are checked when they are decoded.
+/// A version 2 histogram being read: its rating counts, a bitmap of the sections present, their counts, then each
+/// section's pairs after its byte length. Checks as it goes: the counts above zero, one per section present and
+/// summing to the rating total, the lengths covering the data exactly; a section's pairs are checked when decoded.
 struct Sectioned<'a> {
     ratings: [u64; 3],
-    left: u64,
-    table: &'a [u8],
+    /// Sections present and not yet passed.
+    left: u128,
+    counts: &'a [u8],
     data: &'a [u8],
-    section: usize,
-    first: bool,
     total: u64,
 }
 
@@ -532,25 +530,28 @@ struct Section<'a> {
 
 impl<'a> Sectioned<'a> {
     /// Reads the header after the version byte.
+    #[inline(always)]
     fn read(mut rest: &'a [u8]) -> Result<Sectioned<'a>, DecodeError> {
         let mut ratings = [0u64; 3];
         for r in &mut ratings {
             *r = get_varint(&mut rest)?;
         }
-        let sections = get_varint(&mut rest)?;
-        let table_len = get_varint(&mut rest)?;
-        // A table entry takes at least three bytes, a section's pairs at least two.
-        if table_len > rest.len() as u64 || sections > table_len / 3 {
+        let (bitmap, mut rest) = rest
+            .split_first_chunk::<PRESENCE_BYTES>()
+            .ok_or(DecodeError::Malformed)?;
+        let mut word = [0u8; 16];
+        word[..PRESENCE_BYTES].copy_from_slice(bitmap);
+        let present = u128::from_le_bytes(word);
+        let counts_len = get_varint(&mut rest)?;
+        if present == 0 || present >> SECTIONS != 0 || counts_len > rest.len() as u64 {
             return Err(DecodeError::Malformed);
         }
-        let (table, data) = rest.split_at(table_len as usize);
+        let (counts, data) = rest.split_at(counts_len as usize);
         Ok(Sectioned {
             ratings,
-            left: sections,
-            table,
+            left: present,
+            counts,
             data,
-            section: 0,
-            first: true,
             total: 0,
         })
     }
@@ -561,27 +562,13 @@ impl<'a> Sectioned<'a> {
         if self.left == 0 {
             return Ok(None);
         }
-        self.left -= 1;
-        let delta = get_varint(&mut self.table)?;
-        if !self.first && delta == 0 {
+        let index = self.left.trailing_zeros() as usize;
+        self.left &= self.left - 1;
+        let count = self.next_count()?;
+        let len = get_varint(&mut self.data)?;
+        if len > self.data.len() as u64 {
             return Err(DecodeError::Malformed);
         }
-        self.first = false;
-        let index = usize::try_from(delta)
-            .ok()
-            .and_then(|d| self.section.checked_add(d))
-            .filter(|&s| s < SECTIONS)
-            .ok_or(DecodeError::Malformed)?;
-        self.section = index;
-        let count = get_varint(&mut self.table)?;
-        let len = get_varint(&mut self.table)?;
-        if count == 0 || len > self.data.len() as u64 {
-            return Err(DecodeError::Malformed);
-        }
-        self.total = self
-            .total
-            .checked_add(count)
-            .ok_or(DecodeError::Malformed)?;
         let (pairs, data) = self.data.split_at(len as usize);
         self.data = data;
         Ok(Some(Section {
@@ -591,40 +578,36 @@ impl<'a> Sectioned<'a> {
         }))
     }
 
-    /// Reads the rest of the table, adding each section's count to `sections` (pairs are skipped, not read).
+    #[inline(always)]
+    fn next_count(&mut self) -> Result<u64, DecodeError> {
+        let count = get_varint(&mut self.counts)?;
+        if count == 0 {
+            return Err(DecodeError::Malformed);
+        }
+        self.total = self
+            .total
+            .checked_add(count)
+            .ok_or(DecodeError::Malformed)?;
+        Ok(count)
+    }
+
+    /// Reads the rest of the counts, adding each section's to `sections`; the pairs are not read (so not checked).
     #[inline(always)]
     fn add_counts(&mut self, sections: &mut [u64; SECTIONS]) -> Result<(), DecodeError> {
-        let mut skipped = 0u64;
-        while self.left > 0 {
-            self.left -= 1;
-            let delta = get_varint(&mut self.table)?;
-            let count = get_varint(&mut self.table)?;
-            let len = get_varint(&mut self.table)?;
-            if (!self.first && delta == 0) || count == 0 || delta >= SECTIONS as u64 {
-                return Err(DecodeError::Malformed);
-            }
-            self.first = false;
-            self.section += delta as usize;
-            let slot = sections
-                .get_mut(self.section)
-                .ok_or(DecodeError::Malformed)?;
+        while self.left != 0 {
+            let index = self.left.trailing_zeros() as usize;
+            self.left &= self.left - 1;
+            let count = self.next_count()?;
+            let slot = sections.get_mut(index).ok_or(DecodeError::Malformed)?;
             *slot = slot.wrapping_add(count);
-            self.total = self
-                .total
-                .checked_add(count)
-                .ok_or(DecodeError::Malformed)?;
-            skipped = skipped.checked_add(len).ok_or(DecodeError::Malformed)?;
-        }
-        if skipped != self.data.len() as u64 {
-            return Err(DecodeError::Malformed);
         }
         self.data = &[];
         Ok(())
     }
 
-    /// After the last section: the rating counts, once the table and data are used up and agree with them.
+    /// After the last section: the rating counts, once the counts and data are used up and agree with them.
     fn finish(self) -> Result<[u64; 3], DecodeError> {
-        if self.left != 0 || !self.table.is_empty() || !self.data.is_empty() {
+        if self.left != 0 || !self.counts.is_empty() || !self.data.is_empty() {
             return Err(DecodeError::Malformed);
         }
         let rated = self
@@ -1226,14 +1209,24 @@ mod tests {
         }
         let good = two_sections.encode();
         assert_eq!(good[0], ENCODING_V2);
-        // [2, ratings×3, sections, table_len, (delta, count, len)×2, ...]: the second delta and the first count.
-        assert_eq!(&good[4..6], &[2, 6]);
-        let mut repeat = good.clone();
-        repeat[9] = 0;
-        assert_eq!(Histogram::decode(&repeat), Err(DecodeError::Malformed));
+        // [2, ratings×3, presence bitmap (13 bytes), counts' length, count×2, (length, pairs)×2]
+        assert_eq!(&good[1..6], &[6, 0, 0, 0b101, 0]);
+        assert_eq!(&good[17..20], &[2, 3, 3]);
+        let mut zero = good.clone();
+        zero[18] = 0;
+        assert_eq!(Histogram::decode(&zero), Err(DecodeError::Malformed));
         let mut miscounted = good.clone();
-        miscounted[7] = 2;
+        miscounted[18] = 2;
         assert_eq!(Histogram::decode(&miscounted), Err(DecodeError::Malformed));
+        let mut beyond = good.clone();
+        beyond[16] = 0x80;
+        assert_eq!(Histogram::decode(&beyond), Err(DecodeError::Malformed));
+        let mut merger = Merger::new();
+        for bad in [zero, miscounted, beyond] {
+            assert!(merger
+                .summarize_encoded(&[&bad], Metric::Lcp, &[Quantile::P75])
+                .is_err());
+        }
     }
 
     #[test]

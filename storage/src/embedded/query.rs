@@ -199,22 +199,24 @@ fn read_in_parallel<T: Send>(
         }
     }
     let scratch_b_now = &mut *scratch_b;
-    let (groups, groups_b) = std::thread::scope(|s| {
-        let other = s.spawn(move || -> Result<Parts, StoreError> {
-            conn_b.execute_batch("BEGIN")?;
-            let mut g = Groups::new(scratch_b_now);
-            let read = read_pieces(conn_b, q, &theirs, &mut g);
-            conn_b.execute_batch("COMMIT")?;
-            read?;
-            Ok(g.into_parts())
+    let mut groups_b: Option<Result<Parts, StoreError>> = None;
+    let groups = query_pool().in_place_scope(|s| {
+        let out = &mut groups_b;
+        s.spawn(move |_| {
+            let read = (|| {
+                conn_b.execute_batch("BEGIN")?;
+                let mut g = Groups::new(scratch_b_now);
+                let read = read_pieces(conn_b, q, &theirs, &mut g);
+                conn_b.execute_batch("COMMIT")?;
+                read?;
+                Ok(g.into_parts())
+            })();
+            *out = Some(read);
         });
         let mut g = Groups::new(scratch);
-        let read = read_pieces(conn, q, &mine, &mut g).map(|()| g);
-        let other = other
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (read, other)
+        read_pieces(conn, q, &mine, &mut g).map(|()| g)
     });
+    let groups_b = groups_b.expect("the second reader's task ran");
     let mut groups = groups?;
     let mut parts = groups_b?;
     groups.absorb(&mut parts);
@@ -225,6 +227,20 @@ fn read_in_parallel<T: Send>(
     scratch_b.blobs = parts.blobs;
     scratch_b.rows = parts.rows;
     out
+}
+
+/// The threads a query's second half reads and merges on (the first half runs on the query's own thread), kept for
+/// the process's life: a thread started per query began with an empty allocator heap, and faulting in fresh (huge)
+/// pages for it cost more than a tenth of the query.
+fn query_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|i| format!("query-{i}"))
+            .build()
+            .expect("query threads start")
+    })
 }
 
 /// What one reader's [`Groups`] found, taken out of its scratch to be absorbed by another's.
