@@ -1,7 +1,8 @@
 //! Times one "p75 by page" query against an existing embedded store, in process (no HTTP): the store's own path,
 //! which reads on two threads for ranges of a day or more.
 //!
-//! `cargo run --release -p storage --example query_timing -- DATA_DIR SITE DAYS [NOW_MS] [REPEAT]`
+//! `cargo run --release -p storage --example query_timing -- DATA_DIR SITE DAYS [NOW_MS] [REPEAT]`; with `SERIAL=1`
+//! in the environment, on one thread.
 
 use std::time::Instant;
 use storage::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -20,7 +21,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let repeat: usize = rest.get(1).map_or(Ok(15), |r| r.parse())?;
     let days: i64 = days.parse()?;
-    let store = EmbeddedStore::open(std::path::Path::new(dir), EmbeddedOptions::default())?;
+    let options = EmbeddedOptions {
+        parallel_queries: std::env::var_os("SERIAL").is_none(),
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(std::path::Path::new(dir), options)?;
     let (from_ms, to_ms) = snap_range(now - days * 86_400_000, now, now);
     let q = HistQuery {
         site: site.clone(),

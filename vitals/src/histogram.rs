@@ -192,6 +192,10 @@ const ENCODING_V2: u8 = 2;
 const SECTION_SLOTS: usize = 128;
 /// Sections over every dense slot.
 const SECTIONS: usize = DENSE_SLOTS.div_ceil(SECTION_SLOTS);
+/// Histograms of at least this many pairs are written sectioned. Below it a histogram is read whole in about the
+/// time its section table takes, and the table (14 bytes and two per section) would be most of its size: minute rows
+/// hold a few values each.
+const SECTIONED_FROM_PAIRS: usize = 16;
 /// Bytes of the bitmap of sections present.
 const PRESENCE_BYTES: usize = SECTIONS.div_ceil(8);
 const _: () = assert!(SECTIONS <= 128, "the presence bitmap is read as a u128");
@@ -346,12 +350,12 @@ impl Histogram {
         self.buckets.capacity() * std::mem::size_of::<(u64, u64)>()
     }
 
-    /// Serialises to a compact, versioned byte string. Histograms averaging at least two pairs per section are written
-    /// sectioned (version 2): LEB128 varints of the rating counts, a bitmap of the sections present, the byte length
-    /// of their counts, each present section's count, and then each one's pairs, after their byte length, as (slot
-    /// offset delta, count).
-    /// Smaller ones (most minute rows) are written as version 1: the rating counts, the bucket count, then
-    /// delta-encoded bucket keys with their counts; there a table would cost more than it saves.
+    /// Serialises to a compact, versioned byte string. Histograms of [`SECTIONED_FROM_PAIRS`] pairs or more are
+    /// written sectioned (version 2): LEB128 varints of the rating counts; a bitmap of the sections present; one byte
+    /// giving the widths of what follows; each present section's count and the end offset of its pairs, fixed-width
+    /// little-endian; then each section's pairs as (slot offset delta, count) varints. Smaller ones (most minute rows)
+    /// are written as version 1: the rating counts, the bucket count, then delta-encoded bucket keys with their
+    /// counts.
     pub fn encode(&self) -> Vec<u8> {
         self.encode_sectioned().unwrap_or_else(|| self.encode_v1())
     }
@@ -372,9 +376,12 @@ impl Histogram {
         out
     }
 
-    /// Version 2, or `None` where it does not apply: a key without a dense slot, a zero count, or fewer than two
-    /// pairs per section on average.
+    /// Version 2, or `None` where it does not apply: fewer than [`SECTIONED_FROM_PAIRS`] pairs, a key without a
+    /// dense slot, or a zero count.
     fn encode_sectioned(&self) -> Option<Vec<u8>> {
+        if self.buckets.len() < SECTIONED_FROM_PAIRS {
+            return None;
+        }
         let mut present = 0u128;
         for &(b, c) in &self.buckets {
             if c == 0 {
@@ -383,21 +390,17 @@ impl Histogram {
             present |= 1u128 << (dense_slot(b)? / SECTION_SLOTS);
         }
         let sections = present.count_ones() as usize;
-        if sections == 0 || sections * 2 > self.buckets.len() {
-            return None;
-        }
-        let mut counts = Vec::with_capacity(sections * 3);
-        let mut data = Vec::with_capacity(sections * 2 + self.buckets.len() * 3);
-        let mut section_pairs = Vec::with_capacity(SECTION_SLOTS * 2);
+        let mut counts: Vec<u64> = Vec::with_capacity(sections);
+        let mut ends: Vec<u64> = Vec::with_capacity(sections);
+        let mut data = Vec::with_capacity(self.buckets.len() * 3);
         let mut pairs = self.buckets.iter().peekable();
         while let Some(&(b, c)) = pairs.next() {
             let slot = dense_slot(b)?;
             let section = slot / SECTION_SLOTS;
-            section_pairs.clear();
             let mut count = c;
             let mut prev_off = slot % SECTION_SLOTS;
-            put_varint(&mut section_pairs, prev_off as u64);
-            put_varint(&mut section_pairs, c);
+            put_varint(&mut data, prev_off as u64);
+            put_varint(&mut data, c);
             while let Some(&&(b, c)) = pairs.peek() {
                 let slot = dense_slot(b)?;
                 if slot / SECTION_SLOTS != section {
@@ -405,23 +408,30 @@ impl Histogram {
                 }
                 pairs.next();
                 let off = slot % SECTION_SLOTS;
-                put_varint(&mut section_pairs, (off - prev_off) as u64);
-                put_varint(&mut section_pairs, c);
-                count = count.wrapping_add(c);
+                put_varint(&mut data, (off - prev_off) as u64);
+                put_varint(&mut data, c);
+                count = count.checked_add(c)?;
                 prev_off = off;
             }
-            put_varint(&mut counts, count);
-            put_varint(&mut data, section_pairs.len() as u64);
-            data.extend_from_slice(&section_pairs);
+            counts.push(count);
+            ends.push(data.len() as u64);
         }
-        let mut out = Vec::with_capacity(32 + counts.len() + data.len());
+        let width = |max: u64| (8 - max.leading_zeros() as usize / 8).max(1);
+        let count_width = width(counts.iter().copied().max().unwrap_or(0));
+        let end_width = width(data.len() as u64);
+        let mut out = Vec::with_capacity(32 + sections * (count_width + end_width) + data.len());
         out.push(ENCODING_V2);
         for r in self.ratings {
             put_varint(&mut out, r);
         }
         out.extend_from_slice(&present.to_le_bytes()[..PRESENCE_BYTES]);
-        put_varint(&mut out, counts.len() as u64);
-        out.extend_from_slice(&counts);
+        out.push((count_width | end_width << 4) as u8);
+        for c in counts {
+            out.extend_from_slice(&c.to_le_bytes()[..count_width]);
+        }
+        for e in ends {
+            out.extend_from_slice(&e.to_le_bytes()[..end_width]);
+        }
         out.extend_from_slice(&data);
         Some(out)
     }
@@ -462,11 +472,7 @@ impl PairSink for Vec<(u64, u64)> {
 fn decode_each(bytes: &[u8], sink: &mut impl PairSink) -> Result<[u64; 3], DecodeError> {
     let (&version, mut rest) = bytes.split_first().ok_or(DecodeError::Malformed)?;
     if version == ENCODING_V2 {
-        let mut header = Sectioned::read(rest)?;
-        while let Some(section) = header.next_section()? {
-            section.decode_into(sink)?;
-        }
-        return header.finish();
+        return Sectioned::read(rest)?.decode_all(sink);
     }
     if version != ENCODING_V1 {
         return Err(DecodeError::Version(version));
@@ -509,16 +515,17 @@ fn decode_each(bytes: &[u8], sink: &mut impl PairSink) -> Result<[u64; 3], Decod
     Ok(ratings)
 }
 
-/// A version 2 histogram being read: its rating counts, a bitmap of the sections present, their counts, then each
-/// section's pairs after its byte length. Checks as it goes: the counts above zero, one per section present and
-/// summing to the rating total, the lengths covering the data exactly; a section's pairs are checked when decoded.
+/// A version 2 histogram's layout, read from its header: rating counts, the bitmap of sections present, then one
+/// fixed-width count and one fixed-width end offset (into the pairs) per section present, then the pairs.
+/// Fixed widths let a reader take a section's count or find its pairs without reading anything before them.
 struct Sectioned<'a> {
     ratings: [u64; 3],
-    /// Sections present and not yet passed.
-    left: u128,
+    present: u128,
     counts: &'a [u8],
+    count_width: usize,
+    ends: &'a [u8],
+    end_width: usize,
     data: &'a [u8],
-    total: u64,
 }
 
 /// One section of a [`Sectioned`] histogram.
@@ -528,95 +535,140 @@ struct Section<'a> {
     pairs: &'a [u8],
 }
 
+/// Reads a little-endian number of `width` (1 to 8) bytes at `bytes[i * width..]`, which must be in bounds. Where 8
+/// bytes are there to read, one unaligned load and a mask (the bytes after the number are whatever follows it).
+#[inline(always)]
+fn fixed(bytes: &[u8], width: usize, i: usize) -> u64 {
+    let at = i * width;
+    let mask = u64::MAX >> (64 - 8 * width as u32);
+    match bytes.get(at..at + 8) {
+        Some(word) => u64::from_le_bytes(word.try_into().expect("8 bytes")) & mask,
+        None => bytes[at..at + width]
+            .iter()
+            .rev()
+            .fold(0u64, |v, &b| v << 8 | b as u64),
+    }
+}
+
 impl<'a> Sectioned<'a> {
-    /// Reads the header after the version byte.
+    /// Reads the header after the version byte, checking that the parts fit the input exactly (the counts and the
+    /// pairs are checked where they are read: [`Sectioned::add_counts`], [`Sectioned::sections`]).
     #[inline(always)]
     fn read(mut rest: &'a [u8]) -> Result<Sectioned<'a>, DecodeError> {
         let mut ratings = [0u64; 3];
         for r in &mut ratings {
             *r = get_varint(&mut rest)?;
         }
-        let (bitmap, mut rest) = rest
+        let (bitmap, rest) = rest
             .split_first_chunk::<PRESENCE_BYTES>()
             .ok_or(DecodeError::Malformed)?;
         let mut word = [0u8; 16];
         word[..PRESENCE_BYTES].copy_from_slice(bitmap);
         let present = u128::from_le_bytes(word);
-        let counts_len = get_varint(&mut rest)?;
-        if present == 0 || present >> SECTIONS != 0 || counts_len > rest.len() as u64 {
+        let (&widths, rest) = rest.split_first().ok_or(DecodeError::Malformed)?;
+        let (count_width, end_width) = ((widths & 0xf) as usize, (widths >> 4) as usize);
+        let n = present.count_ones() as usize;
+        if present == 0
+            || present >> SECTIONS != 0
+            || !(1..=8).contains(&count_width)
+            || !(1..=8).contains(&end_width)
+            || rest.len() < n * (count_width + end_width)
+        {
             return Err(DecodeError::Malformed);
         }
-        let (counts, data) = rest.split_at(counts_len as usize);
+        // `counts` and `ends` run on to the end of the input, so that `fixed` can load whole words; `n` bounds them.
+        let counts = rest;
+        let (ends, data) = rest[n * count_width..].split_at(n * end_width);
+        let ends_on = &rest[n * count_width..];
+        // The last section ends where the data ends (ends rising are checked as sections are read).
+        if fixed(ends, end_width, n - 1) != data.len() as u64 {
+            return Err(DecodeError::Malformed);
+        }
         Ok(Sectioned {
             ratings,
-            left: present,
+            present,
             counts,
+            count_width,
+            ends: ends_on,
+            end_width,
             data,
-            total: 0,
         })
     }
 
-    /// The next section, `None` after the last.
+    /// Adds each section's count to `sections` and checks the counts (above zero, summing to the rating total);
+    /// returns the rating counts. The pairs are not read.
     #[inline(always)]
-    fn next_section(&mut self) -> Result<Option<Section<'a>>, DecodeError> {
-        if self.left == 0 {
-            return Ok(None);
+    fn add_counts(&self, sections: &mut [u64; SECTIONS]) -> Result<[u64; 3], DecodeError> {
+        let mut left = self.present;
+        let mut total = 0u64;
+        let mut i = 0;
+        while left != 0 {
+            let index = left.trailing_zeros() as usize;
+            left &= left - 1;
+            let count = fixed(self.counts, self.count_width, i);
+            i += 1;
+            if count == 0 {
+                return Err(DecodeError::Malformed);
+            }
+            total = total.checked_add(count).ok_or(DecodeError::Malformed)?;
+            // `index` is below SECTIONS: `read` refused bits above.
+            sections[index] = sections[index].wrapping_add(count);
         }
-        let index = self.left.trailing_zeros() as usize;
-        self.left &= self.left - 1;
-        let count = self.next_count()?;
-        let len = get_varint(&mut self.data)?;
-        if len > self.data.len() as u64 {
-            return Err(DecodeError::Malformed);
-        }
-        let (pairs, data) = self.data.split_at(len as usize);
-        self.data = data;
-        Ok(Some(Section {
-            index,
-            count,
-            pairs,
-        }))
+        self.check_total(total)?;
+        Ok(self.ratings)
     }
 
-    #[inline(always)]
-    fn next_count(&mut self) -> Result<u64, DecodeError> {
-        let count = get_varint(&mut self.counts)?;
-        if count == 0 {
-            return Err(DecodeError::Malformed);
-        }
-        self.total = self
-            .total
-            .checked_add(count)
-            .ok_or(DecodeError::Malformed)?;
-        Ok(count)
-    }
-
-    /// Reads the rest of the counts, adding each section's to `sections`; the pairs are not read (so not checked).
-    #[inline(always)]
-    fn add_counts(&mut self, sections: &mut [u64; SECTIONS]) -> Result<(), DecodeError> {
-        while self.left != 0 {
-            let index = self.left.trailing_zeros() as usize;
-            self.left &= self.left - 1;
-            let count = self.next_count()?;
-            let slot = sections.get_mut(index).ok_or(DecodeError::Malformed)?;
-            *slot = slot.wrapping_add(count);
-        }
-        self.data = &[];
-        Ok(())
-    }
-
-    /// After the last section: the rating counts, once the counts and data are used up and agree with them.
-    fn finish(self) -> Result<[u64; 3], DecodeError> {
-        if self.left != 0 || !self.counts.is_empty() || !self.data.is_empty() {
-            return Err(DecodeError::Malformed);
-        }
+    fn check_total(&self, total: u64) -> Result<(), DecodeError> {
         let rated = self
             .ratings
             .iter()
             .try_fold(0u64, |acc, r| acc.checked_add(*r));
-        if rated != Some(self.total) {
+        if rated != Some(total) {
             return Err(DecodeError::Malformed);
         }
+        Ok(())
+    }
+
+    /// Section `index`, if present: found by its rank among the sections present, without reading the others.
+    #[inline(always)]
+    fn section(&self, index: usize) -> Result<Option<Section<'a>>, DecodeError> {
+        if self.present >> index & 1 == 0 {
+            return Ok(None);
+        }
+        let i = (self.present & ((1u128 << index) - 1)).count_ones() as usize;
+        let start = if i == 0 {
+            0
+        } else {
+            fixed(self.ends, self.end_width, i - 1)
+        };
+        let end = fixed(self.ends, self.end_width, i);
+        if start >= end || end > self.data.len() as u64 {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(Some(Section {
+            index,
+            count: fixed(self.counts, self.count_width, i),
+            pairs: &self.data[start as usize..end as usize],
+        }))
+    }
+
+    /// Every section's pairs handed to `sink`, all checked; returns the rating counts.
+    fn decode_all(&self, sink: &mut impl PairSink) -> Result<[u64; 3], DecodeError> {
+        let mut left = self.present;
+        let mut total = 0u64;
+        while left != 0 {
+            let index = left.trailing_zeros() as usize;
+            left &= left - 1;
+            let section = self.section(index)?.ok_or(DecodeError::Malformed)?;
+            if section.count == 0 {
+                return Err(DecodeError::Malformed);
+            }
+            total = total
+                .checked_add(section.count)
+                .ok_or(DecodeError::Malformed)?;
+            section.decode_into(sink)?;
+        }
+        self.check_total(total)?;
         Ok(self.ratings)
     }
 }
@@ -699,6 +751,8 @@ fn slot_key(slot: usize) -> u64 {
 pub struct Merger {
     pairs: DensePairs,
     ratings: [u64; 3],
+    /// The pairs of version 1 rows, by dense slot, on the summary path.
+    loose: Vec<(u32, u64)>,
 }
 
 /// A [`Merger`]'s counts.
@@ -745,6 +799,45 @@ impl PairSink for DensePairs {
     }
 }
 
+/// Where the summary path puts version 1 rows' pairs: by dense slot, their counts added to their sections as they
+/// come. A key without a slot sets `whole` (and that pair is dropped: the caller then merges everything instead).
+struct LooseSlots<'a> {
+    pairs: Vec<(u32, u64)>,
+    sections: &'a mut [u64; SECTIONS],
+    whole: bool,
+}
+
+impl PairSink for LooseSlots<'_> {
+    #[inline]
+    fn pair(&mut self, bucket: u64, count: u64) {
+        match dense_slot(bucket) {
+            Some(slot) => {
+                let s = &mut self.sections[slot / SECTION_SLOTS];
+                *s = s.wrapping_add(count);
+                self.pairs.push((slot as u32, count));
+            }
+            None => self.whole = true,
+        }
+    }
+}
+
+/// Counts added straight into a [`Merger`]'s dense array, without marking occupancy (the summary path zeroes the
+/// sections it counted itself).
+struct SlotCounts<'a>(&'a mut [u64; DENSE_SLOTS]);
+
+impl PairSink for SlotCounts<'_> {
+    fn pair(&mut self, bucket: u64, count: u64) {
+        if let Some(s) = dense_slot(bucket) {
+            self.slot(s, count);
+        }
+    }
+
+    #[inline]
+    fn slot(&mut self, s: usize, count: u64) {
+        self.0[s] = self.0[s].wrapping_add(count);
+    }
+}
+
 impl Default for Merger {
     fn default() -> Self {
         Merger::new()
@@ -761,6 +854,7 @@ impl Merger {
                 other: Vec::new(),
             },
             ratings: [0; 3],
+            loose: Vec::new(),
         }
     }
 
@@ -851,41 +945,37 @@ impl Merger {
         metric: Metric,
         quantiles: &[Quantile],
     ) -> Result<Option<Summary>, DecodeError> {
-        // Pass 1: section counts of version 2 rows; version 1 rows straight into the dense counts.
+        // Pass 1: section counts of version 2 rows; version 1 rows (small ones) decoded whole, set aside.
         let mut sections = [0u64; SECTIONS];
-        let mut any_whole = false;
+        let mut ratings = [0u64; 3];
+        let mut loose = LooseSlots {
+            pairs: std::mem::take(&mut self.loose),
+            sections: &mut sections,
+            whole: false,
+        };
+        loose.pairs.clear();
         for row in rows {
-            if row.first() == Some(&ENCODING_V2) {
-                let mut header = Sectioned::read(&row[1..])?;
-                header.add_counts(&mut sections)?;
-                self.add_ratings(header.finish()?);
+            let r = if row.first() == Some(&ENCODING_V2) {
+                Sectioned::read(&row[1..])?.add_counts(loose.sections)?
             } else {
-                self.add_encoded(row)?;
-                any_whole = true;
+                decode_each(row, &mut loose)?
+            };
+            for (t, r) in ratings.iter_mut().zip(r) {
+                *t = t.wrapping_add(r);
             }
         }
-        if !self.pairs.other.is_empty() {
-            // Keys without a dense slot (never written by this code): read everything and summarise the histogram.
-            for row in rows.iter().filter(|r| r.first() == Some(&ENCODING_V2)) {
-                decode_each(row, &mut self.pairs)?;
+        let (loose, whole) = (loose.pairs, loose.whole);
+        if whole {
+            // Keys without a dense slot (never written by this code): merge everything and summarise the histogram.
+            self.loose = loose;
+            for row in rows {
+                self.add_encoded(row)?;
             }
             return Ok(self.finish().map(|h| h.summary(metric, quantiles)));
         }
-        if any_whole {
-            for (i, word) in self.pairs.occupied.iter().enumerate() {
-                let mut w = *word;
-                while w != 0 {
-                    let slot = i * 64 + w.trailing_zeros() as usize;
-                    w &= w - 1;
-                    let s = &mut sections[slot / SECTION_SLOTS];
-                    *s = s.wrapping_add(self.pairs.counts[slot]);
-                }
-            }
-        }
-        let ratings = self.ratings;
         let n = ratings.iter().fold(0u64, |a, r| a.wrapping_add(*r));
         if sections.iter().fold(0u64, |a, c| a.wrapping_add(*c)) != n {
-            self.clear();
+            self.loose = loose;
             return Ok(None);
         }
         // Each quantile's section, and its rank within that section.
@@ -904,50 +994,69 @@ impl Merger {
                 })
             })
             .collect();
-        // Pass 2: the pairs of those sections.
-        let mut wanted = [false; SECTIONS];
-        let mut last = None;
+        // Pass 2: the pairs of those sections, counted straight into the dense counts (no occupancy bits: the
+        // sections' slots are zeroed below).
+        let mut wanted = 0u128;
         for &(i, _) in targets.iter().flatten() {
-            wanted[i] = true;
-            last = last.max(Some(i));
+            wanted |= 1 << i;
         }
-        if let Some(last) = last {
-            for row in rows.iter().filter(|r| r.first() == Some(&ENCODING_V2)) {
-                let mut header = Sectioned::read(&row[1..])?;
-                while let Some(s) = header.next_section()? {
-                    if wanted[s.index] {
-                        s.decode_into(&mut self.pairs)?;
+        let counts = &mut self.pairs.counts;
+        let found = (|| {
+            if wanted != 0 {
+                let mut sink = SlotCounts(counts);
+                for &(slot, count) in &loose {
+                    let slot = slot as usize;
+                    if wanted >> (slot / SECTION_SLOTS) & 1 == 1 {
+                        sink.slot(slot, count);
                     }
-                    if s.index >= last {
-                        break;
+                }
+                for row in rows.iter().filter(|r| r.first() == Some(&ENCODING_V2)) {
+                    let header = Sectioned::read(&row[1..])?;
+                    let mut left = wanted;
+                    while left != 0 {
+                        let index = left.trailing_zeros() as usize;
+                        left &= left - 1;
+                        if let Some(section) = header.section(index)? {
+                            section.decode_into(&mut sink)?;
+                        }
                     }
                 }
             }
-        }
-        let values = targets
-            .iter()
-            .map(|t| {
-                t.and_then(|(section, rank)| {
-                    let slots =
-                        section * SECTION_SLOTS..((section + 1) * SECTION_SLOTS).min(DENSE_SLOTS);
-                    let mut seen = 0u64;
-                    slots
-                        .into_iter()
-                        .find(|&slot| {
-                            seen += self.pairs.counts[slot];
-                            seen >= rank
-                        })
-                        .map(|slot| bucket_value(metric, slot_key(slot)))
+            let values: Vec<Option<f64>> = targets
+                .iter()
+                .map(|t| {
+                    t.and_then(|(section, rank)| {
+                        let slots = section * SECTION_SLOTS
+                            ..((section + 1) * SECTION_SLOTS).min(DENSE_SLOTS);
+                        let mut seen = 0u64;
+                        slots
+                            .into_iter()
+                            .find(|&slot| {
+                                seen += counts[slot];
+                                seen >= rank
+                            })
+                            .map(|slot| bucket_value(metric, slot_key(slot)))
+                    })
                 })
-            })
-            .collect::<Vec<_>>();
+                .collect();
+            Ok::<_, DecodeError>(values)
+        })();
+        // Zero what pass 2 counted, on error too.
+        let mut left = wanted;
+        while left != 0 {
+            let section = left.trailing_zeros() as usize;
+            left &= left - 1;
+            let end = ((section + 1) * SECTION_SLOTS).min(DENSE_SLOTS);
+            counts[section * SECTION_SLOTS..end].fill(0);
+        }
+        self.loose = loose;
+        let values = found?;
         // Every target section's counts are exactly its table count (checked while decoding), so each rank is found.
-        let found = targets
+        let complete = targets
             .iter()
             .zip(&values)
             .all(|(t, v)| t.is_some() == v.is_some());
-        self.clear();
-        Ok(found.then_some(Summary {
+        Ok(complete.then_some(Summary {
             ratings,
             quantiles: values,
         }))
@@ -1199,30 +1308,33 @@ mod tests {
         tiny.record(Metric::Lcp, 4321.0);
         assert_eq!(tiny.encode()[0], ENCODING_V1);
         assert_eq!(Histogram::decode(&tiny.encode()).unwrap(), tiny);
-        let odd = histogram_of(vec![(2049, 1), (2050, 1), (2051, 1), (2052, 1)], 0);
+        let odd = histogram_of((2049..2069).map(|k| (k, 1)).collect(), 0);
         assert_eq!(odd.encode()[0], ENCODING_V1);
         assert_eq!(Histogram::decode(&odd.encode()).unwrap(), odd);
         // Sections must rise, and a section's count must match its pairs.
         let mut two_sections = Histogram::new();
-        for v in [10.0, 11.0, 12.0, 300.0, 301.0, 302.0] {
-            two_sections.record(Metric::Lcp, v);
+        for v in (10..20).chain(300..310) {
+            two_sections.record(Metric::Lcp, v as f64);
         }
         let good = two_sections.encode();
         assert_eq!(good[0], ENCODING_V2);
-        // [2, ratings×3, presence bitmap (13 bytes), counts' length, count×2, (length, pairs)×2]
-        assert_eq!(&good[1..6], &[6, 0, 0, 0b101, 0]);
-        assert_eq!(&good[17..20], &[2, 3, 3]);
+        // [2, ratings×3, presence bitmap (13 bytes), widths, count×2, end×2, pairs]
+        assert_eq!(&good[1..6], &[20, 0, 0, 0b101, 0]);
+        assert_eq!(&good[17..20], &[0x11, 10, 10]);
         let mut zero = good.clone();
         zero[18] = 0;
         assert_eq!(Histogram::decode(&zero), Err(DecodeError::Malformed));
         let mut miscounted = good.clone();
-        miscounted[18] = 2;
+        miscounted[18] = 9;
         assert_eq!(Histogram::decode(&miscounted), Err(DecodeError::Malformed));
+        let mut short = good.clone();
+        short[21] -= 1;
+        assert_eq!(Histogram::decode(&short), Err(DecodeError::Malformed));
         let mut beyond = good.clone();
         beyond[16] = 0x80;
         assert_eq!(Histogram::decode(&beyond), Err(DecodeError::Malformed));
         let mut merger = Merger::new();
-        for bad in [zero, miscounted, beyond] {
+        for bad in [zero, miscounted, short, beyond] {
             assert!(merger
                 .summarize_encoded(&[&bad], Metric::Lcp, &[Quantile::P75])
                 .is_err());

@@ -46,6 +46,8 @@ pub struct EmbeddedOptions {
     pub day_retention_days: u32,
     /// Observer of write latencies.
     pub observe_write: Option<WriteObserver>,
+    /// Whether queries over a day or more read and merge on two threads.
+    pub parallel_queries: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -54,6 +56,7 @@ impl Default for EmbeddedOptions {
             flush_interval: Duration::from_secs(1),
             day_retention_days: 400,
             observe_write: None,
+            parallel_queries: true,
         }
     }
 }
@@ -216,7 +219,7 @@ impl EmbeddedStore {
         ) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut a = self.take_reader()?;
-        let out = if q.to_ms - q.from_ms >= PARALLEL_FROM_MS {
+        let out = if self.options.parallel_queries && q.to_ms - q.from_ms >= PARALLEL_FROM_MS {
             let mut b = match self.take_reader() {
                 Ok(b) => b,
                 Err(e) => {

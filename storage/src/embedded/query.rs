@@ -299,10 +299,13 @@ impl Scratch {
 }
 
 /// A row's dimensions, already projected onto the query's grouping (`None` where it does not group).
+///
+/// Text comes as SQLite's bytes: only a row that starts a group has its text checked as UTF-8 (most rows join a
+/// group that exists).
 struct Dims<'a> {
-    page: Option<&'a str>,
+    page: Option<&'a [u8]>,
     device: Option<DeviceClass>,
-    release: Option<&'a str>,
+    release: Option<&'a [u8]>,
     nav: Option<NavType>,
 }
 
@@ -342,23 +345,32 @@ impl<'s> Groups<'s> {
         k.push(dims.nav.map_or(u8::MAX, NavType::code));
         if let Some(p) = dims.page {
             k.extend_from_slice(&(p.len() as u64).to_le_bytes());
-            k.extend_from_slice(p.as_bytes());
+            k.extend_from_slice(p);
         }
         if let Some(r) = dims.release {
             k.push(1);
-            k.extend_from_slice(r.as_bytes());
+            k.extend_from_slice(r);
         }
         let i = match self.index.get(k.as_slice()) {
             Some(&i) => i,
             None => {
+                let text = |t: Option<&[u8]>| -> Result<Option<String>, StoreError> {
+                    t.map(|t| {
+                        std::str::from_utf8(t).map(str::to_string).map_err(|_| {
+                            StoreError::Other("embedded store: text that is not UTF-8".into())
+                        })
+                    })
+                    .transpose()
+                };
+                let key = GroupKey {
+                    page: text(dims.page)?,
+                    device: dims.device,
+                    release: text(dims.release)?,
+                    nav: dims.nav,
+                };
                 let i = self.keys.len();
                 self.index.insert(k.as_slice().into(), i);
-                self.keys.push(GroupKey {
-                    page: dims.page.map(str::to_string),
-                    device: dims.device,
-                    release: dims.release.map(str::to_string),
-                    nav: dims.nav,
-                });
+                self.keys.push(key);
                 i
             }
         };
@@ -538,8 +550,8 @@ fn blob<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> 
     Ok(row.get_ref(i)?.as_blob()?)
 }
 
-fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
-    Ok(row.get_ref(i)?.as_str()?)
+fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
+    Ok(row.get_ref(i)?.as_bytes()?)
 }
 
 /// One range read of a query: rows of one table and one resolution or span length.
