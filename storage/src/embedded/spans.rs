@@ -8,8 +8,9 @@
 //! deltas into rolled-up hours and days reach the spans that already exist (`rollup::write_deltas`). Queries cover
 //! each hour and day piece greedily with the longest span that fits ([`pieces`]).
 
+use super::rollup::site_metrics;
 use crate::time_range::Resolution;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 /// Version 3 of the schema adds the table.
 pub(super) const SCHEMA_V3: &str = "
@@ -70,23 +71,20 @@ impl Span {
     }
 }
 
-/// The (site, metric) pairs `hist_page` holds, by skipping along its key (a `SELECT DISTINCT` would read every row).
-fn site_metrics(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT site, metric FROM hist_page WHERE (site, metric) > (?1, ?2) ORDER BY site, metric LIMIT 1",
-    )?;
-    let mut out: Vec<(String, i64)> = Vec::new();
-    let mut at = (String::new(), i64::MIN);
-    while let Some(next) = stmt
-        .query_row(params![at.0, at.1], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })
-        .optional()?
-    {
-        out.push(next.clone());
-        at = next;
-    }
-    Ok(out)
+/// The statements that build spans of one (site, metric): from `hist_page` rows, and from the spans one level down.
+pub(super) fn build_statements() -> [&'static str; 2] {
+    [
+        "INSERT INTO hist_span(site, metric, level, start_ms, page, hist)
+         SELECT site, metric, ?3, (start_ms / ?6) * ?6 AS s, page, hist_merge_agg(hist) FROM hist_page
+         WHERE site = ?1 AND metric = ?2 AND res = ?7 AND start_ms >= ?4 AND start_ms < ?5
+         GROUP BY s, page ORDER BY s, page
+         ON CONFLICT(site, metric, level, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)",
+        "INSERT INTO hist_span(site, metric, level, start_ms, page, hist)
+         SELECT site, metric, ?3, (start_ms / ?6) * ?6 AS s, page, hist_merge_agg(hist) FROM hist_span
+         WHERE site = ?1 AND metric = ?2 AND level = ?7 AND start_ms >= ?4 AND start_ms < ?5
+         GROUP BY s, page ORDER BY s, page
+         ON CONFLICT(site, metric, level, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)",
+    ]
 }
 
 /// Builds, for every page, each span of `span`'s length starting in `[from, to)` (aligned, ending at or below `to`)
@@ -97,25 +95,19 @@ fn build(conn: &Connection, span: Span, from: i64, to: i64) -> rusqlite::Result<
     if from >= to {
         return Ok(());
     }
+    let [from_rows, from_spans] = build_statements();
     let sql = match span.lower() {
-        None => {
-            "INSERT INTO hist_span(site, metric, level, start_ms, page, hist)
-             SELECT site, metric, ?3, (start_ms / ?6) * ?6 AS s, page, hist_merge_agg(hist) FROM hist_page
-             WHERE site = ?1 AND metric = ?2 AND res = ?7 AND start_ms >= ?4 AND start_ms < ?5
-             GROUP BY s, page ORDER BY s, page
-             ON CONFLICT(site, metric, level, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)"
-        }
-        Some(_) => {
-            "INSERT INTO hist_span(site, metric, level, start_ms, page, hist)
-             SELECT site, metric, ?3, (start_ms / ?6) * ?6 AS s, page, hist_merge_agg(hist) FROM hist_span
-             WHERE site = ?1 AND metric = ?2 AND level = ?7 AND start_ms >= ?4 AND start_ms < ?5
-             GROUP BY s, page ORDER BY s, page
-             ON CONFLICT(site, metric, level, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)"
-        }
+        None => from_rows,
+        Some(_) => from_spans,
     };
     let source = span.lower().map_or(span.base as i64, Span::code);
     let mut stmt = conn.prepare_cached(sql)?;
-    for (site, metric) in site_metrics(conn)? {
+    let table = if span.lower().is_some() {
+        "hist_span"
+    } else {
+        "hist_page"
+    };
+    for (site, metric) in site_metrics(conn, table)? {
         stmt.execute(params![
             site,
             metric,
@@ -167,12 +159,13 @@ pub fn backfill(conn: &Connection, base: Resolution, cut: i64, until: i64) -> ru
 
 /// Deletes spans of `base` that start below `cut`.
 pub fn prune(conn: &Connection, base: Resolution, cut: i64) -> rusqlite::Result<()> {
-    let codes: Vec<i64> = Span::levels(base).map(Span::code).collect();
-    if let (Some(lo), Some(hi)) = (codes.first(), codes.last()) {
-        conn.execute(
-            "DELETE FROM hist_span WHERE level BETWEEN ?1 AND ?2 AND start_ms < ?3",
-            params![lo, hi, cut],
-        )?;
+    let mut stmt = conn.prepare_cached(
+        "DELETE FROM hist_span WHERE site = ?1 AND metric = ?2 AND level = ?3 AND start_ms < ?4",
+    )?;
+    for (site, metric) in site_metrics(conn, "hist_span")? {
+        for span in Span::levels(base) {
+            stmt.execute(params![site, metric, span.code(), cut])?;
+        }
     }
     Ok(())
 }
