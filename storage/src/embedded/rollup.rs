@@ -164,21 +164,39 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
 /// table for it — 25 s for the 10 M-sample store's `hist` (1.2 GB), once an hour, with the writer (and so every
 /// flush) waiting. With site and metric given, each step reads just its time range.
 pub(super) fn site_metrics(conn: &Connection, table: &str) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT site, metric FROM {table} WHERE (site, metric) > (?1, ?2) ORDER BY site, metric LIMIT 1"
+    // Two single-column seeks: SQLite runs a row-value `(site, metric) > (?, ?)` by reading every row of the current
+    // pair (0.4 s per step on the 10 M-sample store), while `site = ? AND metric > ?` and `site > ?` jump.
+    let mut next_metric = conn.prepare_cached(&format!(
+        "SELECT metric FROM {table} WHERE site = ?1 AND metric > ?2 ORDER BY metric LIMIT 1"
+    ))?;
+    let mut next_site = conn.prepare_cached(&format!(
+        "SELECT site, metric FROM {table} WHERE site > ?1 ORDER BY site, metric LIMIT 1"
     ))?;
     let mut out: Vec<(String, i64)> = Vec::new();
-    let mut at = (String::new(), i64::MIN);
-    while let Some(next) = stmt
-        .query_row(params![at.0, at.1], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })
-        .optional()?
-    {
-        out.push(next.clone());
-        at = next;
+    let mut at: Option<(String, i64)> = None;
+    loop {
+        let next = match &at {
+            Some((site, metric)) => match next_metric
+                .query_row(params![site, metric], |r| r.get::<_, i64>(0))
+                .optional()?
+            {
+                Some(m) => Some((site.clone(), m)),
+                None => next_site
+                    .query_row([site], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?,
+            },
+            None => next_site
+                .query_row([""], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?,
+        };
+        match next {
+            Some(pair) => {
+                out.push(pair.clone());
+                at = Some(pair);
+            }
+            None => return Ok(out),
+        }
     }
-    Ok(out)
 }
 
 /// Rolls one (site, metric)'s `hist` rows of resolution ?3 in [?2, ?4) up into one row of resolution ?1 at ?2.
@@ -333,6 +351,42 @@ fn prune(conn: &mut Connection, res: Resolution, cut: i64, key: &str) -> rusqlit
 mod tests {
     use super::*;
 
+    /// Finding the (site, metric) pairs costs a few steps per pair however many rows each pair has (a row-value
+    /// comparison here read every row of the pair it started from).
+    #[test]
+    fn site_metrics_jump_over_the_rows_of_each_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::schema::open_writer(&dir.path().join("db")).unwrap();
+        let blob = Histogram::new().encode();
+        for (site, metric, rows) in [("a", 0, 3000), ("a", 2, 1), ("b", 1, 3000)] {
+            for t in 0..rows {
+                conn.execute(
+                    "INSERT INTO hist(res, site, metric, start_ms, page, device, release, nav, hist)
+                     VALUES (0, ?1, ?2, ?3, '/', 0, '', 0, ?4)",
+                    params![site, metric, t * 60_000, blob],
+                )
+                .unwrap();
+            }
+        }
+        let pairs = site_metrics(&conn, "hist").unwrap();
+        assert_eq!(
+            pairs,
+            vec![("a".into(), 0), ("a".into(), 2), ("b".into(), 1)]
+        );
+        let steps: i32 = [
+            "SELECT metric FROM hist WHERE site = ?1 AND metric > ?2 ORDER BY metric LIMIT 1",
+            "SELECT site, metric FROM hist WHERE site > ?1 ORDER BY site, metric LIMIT 1",
+        ]
+        .iter()
+        .map(|sql| {
+            conn.prepare_cached(sql)
+                .unwrap()
+                .get_status(rusqlite::StatementStatus::VmStep)
+        })
+        .sum();
+        assert!(steps < 200, "{steps} VM steps for 6,001 rows");
+    }
+
     /// Every roll-up, prune and span statement reads through the tables' keys: none scans a table (on the 10 M-sample
     /// store a scan of `hist` took 25 s, once an hour, with the writer waiting).
     #[test]
@@ -346,7 +400,8 @@ mod tests {
             prune_sql("hist"),
             prune_sql("hist_page"),
             "DELETE FROM hist_span WHERE site = ?1 AND metric = ?2 AND level = ?3 AND start_ms < ?4".into(),
-            "SELECT site, metric FROM hist WHERE (site, metric) > (?1, ?2) ORDER BY site, metric LIMIT 1".into(),
+            "SELECT metric FROM hist WHERE site = ?1 AND metric > ?2 ORDER BY metric LIMIT 1".into(),
+            "SELECT site, metric FROM hist WHERE site > ?1 ORDER BY site, metric LIMIT 1".into(),
         ];
         statements.extend(
             super::super::spans::build_statements()
