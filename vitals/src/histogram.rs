@@ -578,8 +578,8 @@ impl<'a> Sectioned<'a> {
         }
         // `counts` and `ends` run on to the end of the input, so that `fixed` can load whole words; `n` bounds them.
         let counts = rest;
-        let (ends, data) = rest[n * count_width..].split_at(n * end_width);
-        let ends_on = &rest[n * count_width..];
+        let ends = &rest[n * count_width..];
+        let data = &ends[n * end_width..];
         // The last section ends where the data ends (ends rising are checked as sections are read).
         if fixed(ends, end_width, n - 1) != data.len() as u64 {
             return Err(DecodeError::Malformed);
@@ -589,7 +589,7 @@ impl<'a> Sectioned<'a> {
             present,
             counts,
             count_width,
-            ends: ends_on,
+            ends,
             end_width,
             data,
         })

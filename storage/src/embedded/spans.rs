@@ -90,7 +90,7 @@ pub(super) fn build_statements() -> [&'static str; 2] {
 /// Builds, for every page, each span of `span`'s length starting in `[from, to)` (aligned, ending at or below `to`)
 /// from the level below.
 fn build(conn: &Connection, span: Span, from: i64, to: i64) -> rusqlite::Result<()> {
-    let from = -Span::floor(span, -from);
+    let from = -span.floor(-from);
     let to = span.floor(to);
     if from >= to {
         return Ok(());
