@@ -134,8 +134,9 @@ pub(super) fn summaries_via(
 /// totals disagree).
 type Take<'t, T> = dyn Fn(&mut Merger, &[&[u8]]) -> Result<Option<T>, DecodeError> + Sync + 't;
 
-/// Reads the rows of `q` and merges each group's encoded rows with `take`. With a `second` reader, the range's
-/// pieces are split between the two readers (read at once on two threads) and so are the groups' merges.
+/// Reads the rows of `q` and merges each group's encoded rows with `take`. With a `second` reader, a query grouped
+/// by page is split by page between the two readers (each reads and merges its half on its own thread); any other
+/// query has the range's pieces split between the two readers and then the groups' merges.
 ///
 /// Why two: a month by page reads ~8,000 rows and merges 1,000 groups; on two cores both halves take half as long.
 /// Each reader reads its pieces in one read transaction; the pieces are disjoint in time, so a write that lands
@@ -153,7 +154,11 @@ fn merged_via<T: Send>(
     let out = match second {
         None => read_serially(conn, q, page_rows, scratch).and_then(|g| g.finish(take, None)),
         Some((conn_b, scratch_b)) => {
-            let out = read_in_parallel(conn, q, page_rows, scratch, conn_b, scratch_b, take);
+            let out = if q.by.page && q.filters.page.is_none() {
+                split_by_page(conn, q, page_rows, scratch, conn_b, scratch_b, take)
+            } else {
+                read_in_parallel(conn, q, page_rows, scratch, conn_b, scratch_b, take)
+            };
             scratch_b.trim();
             out
         }
@@ -171,8 +176,83 @@ fn read_serially<'s>(
 ) -> Result<Groups<'s>, StoreError> {
     let pieces = pieces(conn, q, page_rows)?;
     let mut groups = Groups::new(scratch);
-    read_pieces(conn, q, &pieces, &mut groups)?;
+    read_pieces(conn, q, &pieces, Pages::All, &mut groups)?;
     Ok(groups)
+}
+
+/// A query grouped by page on two readers: each reads every piece for its half of the pages (split at the median
+/// page of the piece with the longest buckets) and merges its own groups, which the other never sees. Each group
+/// therefore comes from one reader's snapshot.
+fn split_by_page<T: Send>(
+    conn: &Connection,
+    q: &HistQuery,
+    page_rows: bool,
+    scratch: &mut Scratch,
+    conn_b: &mut Connection,
+    scratch_b: &mut Scratch,
+    take: &Take<'_, T>,
+) -> Result<Vec<(GroupKey, T)>, StoreError> {
+    let pieces = pieces(conn, q, page_rows)?;
+    let Some(split) = median_page(conn, q, &pieces)? else {
+        // Nothing to split on: one reader reads all (there is little to read).
+        let mut groups = Groups::new(scratch);
+        read_pieces(conn, q, &pieces, Pages::All, &mut groups)?;
+        return groups.finish(take, None);
+    };
+    let (pieces_b, scratch_b_now) = (&pieces, &mut *scratch_b);
+    let mut theirs: Option<Result<Vec<(GroupKey, T)>, StoreError>> = None;
+    let mine = query_pool().in_place_scope(|s| {
+        let (out, split) = (&mut theirs, split.as_str());
+        s.spawn(move |_| {
+            *out = Some((|| {
+                conn_b.execute_batch("BEGIN")?;
+                let mut g = Groups::new(scratch_b_now);
+                let read = read_pieces(conn_b, q, pieces_b, Pages::From(split), &mut g);
+                conn_b.execute_batch("COMMIT")?;
+                read?;
+                g.finish(take, None)
+            })());
+        });
+        let mut g = Groups::new(scratch);
+        read_pieces(conn, q, &pieces, Pages::Below(split), &mut g)?;
+        g.finish(take, None)
+    });
+    let theirs = theirs.expect("the second reader's task ran");
+    let mut out = mine?;
+    out.extend(theirs?);
+    Ok(out)
+}
+
+/// The middle page, in text order, of the rows of one bucket of the piece with the longest buckets (the one most
+/// likely to hold every page of the range); `None` when that bucket is empty.
+fn median_page(
+    conn: &Connection,
+    q: &HistQuery,
+    pieces: &[Piece],
+) -> Result<Option<String>, StoreError> {
+    let Some(&piece) = pieces.iter().max_by_key(|p| p.times().2) else {
+        return Ok(None);
+    };
+    let (table, level, code) = piece.source();
+    let (start, _, _) = piece.times();
+    let which =
+        format!("FROM {table} WHERE site = ?1 AND metric = ?2 AND {level} = ?3 AND start_ms = ?4");
+    let key = rusqlite::params![q.site, q.metric.code() as i64, code, start];
+    let n: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) {which}"))?
+        .query_row(key, |r| r.get(0))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let page = conn
+        .prepare_cached(&format!(
+            "SELECT page {which} ORDER BY page LIMIT 1 OFFSET ?5"
+        ))?
+        .query_row(
+            rusqlite::params![q.site, q.metric.code() as i64, code, start, n / 2],
+            |r| r.get(0),
+        )?;
+    Ok(Some(page))
 }
 
 fn read_in_parallel<T: Send>(
@@ -206,7 +286,7 @@ fn read_in_parallel<T: Send>(
             let read = (|| {
                 conn_b.execute_batch("BEGIN")?;
                 let mut g = Groups::new(scratch_b_now);
-                let read = read_pieces(conn_b, q, &theirs, &mut g);
+                let read = read_pieces(conn_b, q, &theirs, Pages::All, &mut g);
                 conn_b.execute_batch("COMMIT")?;
                 read?;
                 Ok(g.into_parts())
@@ -214,7 +294,7 @@ fn read_in_parallel<T: Send>(
             *out = Some(read);
         });
         let mut g = Groups::new(scratch);
-        read_pieces(conn, q, &mine, &mut g).map(|()| g)
+        read_pieces(conn, q, &mine, Pages::All, &mut g).map(|()| g)
     });
     let groups_b = groups_b.expect("the second reader's task ran");
     let mut groups = groups?;
@@ -537,15 +617,6 @@ fn decode_groups<T>(
     Ok(out)
 }
 
-const PAGE_SQL: &str = "SELECT page, hist FROM hist_page
-    WHERE site = ?1 AND metric = ?2 AND res = ?3 AND start_ms >= ?4 AND start_ms < ?5";
-const ONE_PAGE_SQL: &str = "SELECT page, hist FROM hist_page
-    WHERE site = ?1 AND metric = ?2 AND res = ?3 AND start_ms >= ?4 AND start_ms < ?5 AND page = ?6";
-const SPAN_SQL: &str = "SELECT page, hist FROM hist_span
-    WHERE site = ?1 AND metric = ?2 AND level = ?3 AND start_ms >= ?4 AND start_ms < ?5";
-const ONE_PAGE_SPAN_SQL: &str = "SELECT page, hist FROM hist_span
-    WHERE site = ?1 AND metric = ?2 AND level = ?3 AND start_ms >= ?4 AND start_ms < ?5 AND page = ?6";
-
 fn blob<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
     Ok(row.get_ref(i)?.as_blob()?)
 }
@@ -598,85 +669,139 @@ fn pieces(conn: &Connection, q: &HistQuery, page_rows: bool) -> Result<Vec<Piece
     Ok(out)
 }
 
-/// Reads `pieces` of `q` into `groups`.
+/// The pages one reader reads: all of them, or one side of a split page (in SQLite's binary text order).
+#[derive(Debug, Clone, Copy)]
+enum Pages<'a> {
+    All,
+    /// Pages ordered before this one.
+    Below(&'a str),
+    /// This page and those after it.
+    From(&'a str),
+}
+
+impl Piece {
+    /// The table, the column holding the resolution or span length, and its value.
+    fn source(self) -> (&'static str, &'static str, i64) {
+        match self {
+            Piece::Hist(res, ..) => ("hist", "res", res as i64),
+            Piece::Page(res, ..) => ("hist_page", "res", res as i64),
+            Piece::Span(s, ..) => ("hist_span", "level", s.code()),
+        }
+    }
+
+    /// The time covered, and the length of one of its buckets (or spans).
+    fn times(self) -> (i64, i64, i64) {
+        match self {
+            Piece::Hist(res, a, b) | Piece::Page(res, a, b) => (a, b, res.ms()),
+            Piece::Span(s, a, b) => (a, b, s.ms()),
+        }
+    }
+}
+
+/// The SQL reading one piece's rows: `?1` site, `?2` metric, `?3` resolution or level, `?4`/`?5` the time range (or,
+/// with a page bound, `?4` one bucket start and `?5` the bound, so that the key's page column narrows the seek), then
+/// the filters as `?6`.. in `Filters` order. `hist` rows come with their dimensions, the others with the page only.
+fn piece_sql(piece: Piece, pages: Pages<'_>, f: &crate::Filters) -> String {
+    let (table, level, _) = piece.source();
+    let columns = if matches!(piece, Piece::Hist(..)) {
+        "page, device, release, nav, hist"
+    } else {
+        "page, hist"
+    };
+    let time = match pages {
+        Pages::All => "start_ms >= ?4 AND start_ms < ?5",
+        Pages::Below(_) => "start_ms = ?4 AND page < ?5",
+        Pages::From(_) => "start_ms = ?4 AND page >= ?5",
+    };
+    let mut sql = format!(
+        "SELECT {columns} FROM {table} WHERE site = ?1 AND metric = ?2 AND {level} = ?3 AND {time}"
+    );
+    let mut n = 5;
+    let mut filter = |column: &str, present: bool| {
+        if present {
+            n += 1;
+            sql.push_str(&format!(" AND {column} = ?{n}"));
+        }
+    };
+    // `hist_page` and `hist_span` pieces are only planned when the filters hold at most a page (`page_level`).
+    filter("page", f.page.is_some());
+    filter("device", f.device.is_some());
+    filter("release", f.release.is_some());
+    filter("nav", f.nav.is_some());
+    sql
+}
+
+/// Reads `pieces` of `q`, for `pages`, into `groups`.
 fn read_pieces(
     conn: &Connection,
     q: &HistQuery,
     pieces: &[Piece],
+    pages: Pages<'_>,
     groups: &mut Groups<'_>,
 ) -> Result<(), StoreError> {
-    let mut sql = String::from(
-        "SELECT page, device, release, nav, hist FROM hist
-         WHERE site = ?1 AND metric = ?2 AND res = ?3 AND start_ms >= ?4 AND start_ms < ?5",
-    );
-    let mut extra: Vec<Value> = Vec::new();
     let f = &q.filters;
+    let mut extra: Vec<Value> = Vec::new();
     if let Some(p) = &f.page {
         extra.push(Value::Text(p.clone()));
-        sql.push_str(&format!(" AND page = ?{}", 5 + extra.len()));
     }
     if let Some(d) = f.device {
         extra.push(Value::Integer(d.code() as i64));
-        sql.push_str(&format!(" AND device = ?{}", 5 + extra.len()));
     }
     if let Some(r) = &f.release {
         extra.push(Value::Text(r.clone()));
-        sql.push_str(&format!(" AND release = ?{}", 5 + extra.len()));
     }
     if let Some(n) = f.nav {
         extra.push(Value::Integer(n.code() as i64));
-        sql.push_str(&format!(" AND nav = ?{}", 5 + extra.len()));
     }
     let by = q.by;
     for &piece in pieces {
-        let (level, start, end) = match piece {
-            Piece::Hist(res, a, b) | Piece::Page(res, a, b) => (res as i64, a, b),
-            Piece::Span(s, a, b) => (s.code(), a, b),
+        let (_, _, level) = piece.source();
+        let (start, end, step) = piece.times();
+        // Whole range in one statement, or (split by page) one seek per bucket.
+        let ranges: Vec<(Value, Value)> = match pages {
+            Pages::All => vec![(Value::Integer(start), Value::Integer(end))],
+            Pages::Below(p) | Pages::From(p) => (start..end)
+                .step_by(step as usize)
+                .map(|t| (Value::Integer(t), Value::Text(p.to_string())))
+                .collect(),
         };
-        let mut params: Vec<Value> = vec![
-            Value::Text(q.site.clone()),
-            Value::Integer(q.metric.code() as i64),
-            Value::Integer(level),
-            Value::Integer(start),
-            Value::Integer(end),
-        ];
-        if !matches!(piece, Piece::Hist(..)) {
-            // `hist_page` and `hist_span` rows: `extra` holds at most the page filter (see `page_level`).
-            let sql = match (piece, f.page.is_some()) {
-                (Piece::Span(..), false) => SPAN_SQL,
-                (Piece::Span(..), true) => ONE_PAGE_SPAN_SQL,
-                (_, false) => PAGE_SQL,
-                (_, true) => ONE_PAGE_SQL,
-            };
+        let mut stmt = conn.prepare_cached(&piece_sql(piece, pages, f))?;
+        for (p4, p5) in ranges {
+            let mut params: Vec<Value> = vec![
+                Value::Text(q.site.clone()),
+                Value::Integer(q.metric.code() as i64),
+                Value::Integer(level),
+                p4,
+                p5,
+            ];
             params.extend(extra.iter().cloned());
-            let mut stmt = conn.prepare_cached(sql)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+            if !matches!(piece, Piece::Hist(..)) {
+                while let Some(row) = rows.next()? {
+                    let dims = Dims {
+                        page: by.page.then_some(text(row, 0)?),
+                        device: None,
+                        release: None,
+                        nav: None,
+                    };
+                    groups.add(dims, blob(row, 1)?)?;
+                }
+                continue;
+            }
             while let Some(row) = rows.next()? {
+                let device = DeviceClass::from_code(row.get::<_, u8>(1)?).ok_or_else(|| {
+                    StoreError::Other("embedded store: unknown device code".into())
+                })?;
+                let nav = NavType::from_code(row.get::<_, u8>(3)?)
+                    .ok_or_else(|| StoreError::Other("embedded store: unknown nav code".into()))?;
                 let dims = Dims {
                     page: by.page.then_some(text(row, 0)?),
-                    device: None,
-                    release: None,
-                    nav: None,
+                    device: by.device.then_some(device),
+                    release: by.release.then_some(text(row, 2)?),
+                    nav: by.nav.then_some(nav),
                 };
-                groups.add(dims, blob(row, 1)?)?;
+                groups.add(dims, blob(row, 4)?)?;
             }
-            continue;
-        }
-        params.extend(extra.iter().cloned());
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
-        while let Some(row) = rows.next()? {
-            let device = DeviceClass::from_code(row.get::<_, u8>(1)?)
-                .ok_or_else(|| StoreError::Other("embedded store: unknown device code".into()))?;
-            let nav = NavType::from_code(row.get::<_, u8>(3)?)
-                .ok_or_else(|| StoreError::Other("embedded store: unknown nav code".into()))?;
-            let dims = Dims {
-                page: by.page.then_some(text(row, 0)?),
-                device: by.device.then_some(device),
-                release: by.release.then_some(text(row, 2)?),
-                nav: by.nav.then_some(nav),
-            };
-            groups.add(dims, blob(row, 4)?)?;
         }
     }
     Ok(())
