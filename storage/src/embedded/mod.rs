@@ -653,6 +653,23 @@ mod tests {
                 want,
                 "summaries on two readers, range {from}..{to}, {by:?} {f:?}"
             );
+            // A by-page query on two readers splits the pages at one; any page, present or not, splits exactly.
+            for split in ["", "/a", "/b", "/bb", "/late", "\u{10FFFF}"] {
+                scratch.force_split(&q, split);
+                assert_eq!(
+                    query::summaries_parallel(
+                        (conn, &mut scratch),
+                        (&mut second, &mut scratch_b),
+                        &q,
+                        &qs
+                    )
+                    .unwrap()
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+                    want,
+                    "summaries on two readers split at {split:?}, range {from}..{to}, {by:?} {f:?}"
+                );
+            }
             assert_eq!(
                 query::summaries_reusing(conn, &q, &qs, &mut scratch)
                     .unwrap()

@@ -9,7 +9,7 @@ use rusqlite::types::Value;
 use rusqlite::Connection;
 use std::collections::HashMap;
 use vitals::histogram::{DecodeError, Merger, Summary};
-use vitals::{DeviceClass, Histogram, NavType, Quantile};
+use vitals::{DeviceClass, Histogram, Metric, NavType, Quantile};
 
 /// Covers `[from, to)` with the coarsest rolled-up rows, minute rows elsewhere. Adjacent pieces of one resolution
 /// are coalesced, so a 28-day range is a handful of index scans.
@@ -193,7 +193,7 @@ fn split_by_page<T: Send>(
     take: &Take<'_, T>,
 ) -> Result<Vec<(GroupKey, T)>, StoreError> {
     let pieces = pieces(conn, q, page_rows)?;
-    let Some(split) = median_page(conn, q, &pieces)? else {
+    let Some(split) = scratch.split_page(conn, q, &pieces)? else {
         // Nothing to split on: one reader reads all (there is little to read).
         let mut groups = Groups::new(scratch);
         read_pieces(conn, q, &pieces, Pages::All, &mut groups)?;
@@ -343,6 +343,9 @@ pub struct Scratch {
     merger: Merger,
     /// Groups of the last query.
     groups_seen: usize,
+    /// The last split page found for a (site, metric), and when: finding it costs two scans of a bucket (a twentieth
+    /// of a month-by-page query), and any page splits correctly, a recent one evenly enough.
+    split: Option<(String, Metric, String, std::time::Instant)>,
 }
 
 impl Default for Scratch {
@@ -353,6 +356,7 @@ impl Default for Scratch {
             grouped: Vec::new(),
             merger: Merger::new(),
             groups_seen: 0,
+            split: None,
         }
     }
 }
@@ -361,7 +365,41 @@ impl Default for Scratch {
 /// ~10 MiB); a reader pool holds up to 8 readers, so at most 128 MiB stay with idle readers.
 const SCRATCH_KEPT_BYTES: usize = 16 << 20;
 
+/// How long a split page found for a (site, metric) is reused.
+const SPLIT_KEPT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Scratch {
+    /// The page splitting `q`'s groups between two readers: [`median_page`], or the one found for the same site and
+    /// metric within [`SPLIT_KEPT`].
+    fn split_page(
+        &mut self,
+        conn: &Connection,
+        q: &HistQuery,
+        pieces: &[Piece],
+    ) -> Result<Option<String>, StoreError> {
+        if let Some((site, metric, page, at)) = &self.split {
+            if *site == q.site && *metric == q.metric && at.elapsed() < SPLIT_KEPT {
+                return Ok(Some(page.clone()));
+            }
+        }
+        let page = median_page(conn, q, pieces)?;
+        self.split = page
+            .clone()
+            .map(|p| (q.site.clone(), q.metric, p, std::time::Instant::now()));
+        Ok(page)
+    }
+
+    /// Makes the next by-page queries on two readers split at `page` (tests: any page must split exactly).
+    #[cfg(test)]
+    pub(super) fn force_split(&mut self, q: &HistQuery, page: &str) {
+        self.split = Some((
+            q.site.clone(),
+            q.metric,
+            page.to_string(),
+            std::time::Instant::now(),
+        ));
+    }
+
     /// Empties the buffers, and frees them when a large query left them over [`SCRATCH_KEPT_BYTES`].
     fn trim(&mut self) {
         self.blobs.clear();
@@ -506,6 +544,7 @@ impl<'s> Groups<'s> {
             grouped,
             merger,
             groups_seen,
+            ..
         } = self.scratch;
         let mut keys = self.keys;
         // Counting sort of the rows' blob ranges by group: `first[g]..first[g + 1]` are group g's.
