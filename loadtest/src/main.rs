@@ -127,6 +127,9 @@ enum Cmd {
         /// ClickHouse HTTP URL.
         #[arg(long)]
         clickhouse: String,
+        /// Untimed rounds of both queries first (their times are reported apart).
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
         /// Repetitions of each query.
         #[arg(long, default_value_t = 5)]
         repeat: usize,
@@ -354,6 +357,7 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::QueryBench {
             collector,
             clickhouse,
+            warmup,
             repeat,
             metric,
             format,
@@ -368,7 +372,7 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 &seed.auth(),
                 &seed.config(),
                 metric,
-                repeat,
+                seed::Rounds { warmup, repeat },
             )
             .await?;
             match format {
@@ -376,7 +380,8 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Format::Text => println!(
                     "p75 by page, {} pages, {} samples: fieldvitals median {:.1} ms, ClickHouse quantileExact median {:.1} ms, \
                      {:.1}x faster; max p75 error fieldvitals {:.4}%, ClickHouse {:.4}%, fieldvitals vs ClickHouse {:.4}%; \
-                     count mismatches fieldvitals {}, ClickHouse {}",
+                     count mismatches fieldvitals {}, ClickHouse {}; untimed warm-up rounds (ms): fieldvitals {}, \
+                     ClickHouse {}",
                     r.pages,
                     r.samples,
                     r.fieldvitals.median_ms,
@@ -386,10 +391,24 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     r.clickhouse_max_rel_error * 100.0,
                     r.fieldvitals_vs_clickhouse_max_rel_diff * 100.0,
                     r.count_mismatches,
-                    r.clickhouse_count_mismatches
+                    r.clickhouse_count_mismatches,
+                    list_ms(&r.fieldvitals.warmup_ms),
+                    list_ms(&r.clickhouse.warmup_ms),
                 ),
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Times as "12.3 4.5 …" ("none" when empty).
+fn list_ms(times: &[f64]) -> String {
+    if times.is_empty() {
+        return "none".into();
+    }
+    times
+        .iter()
+        .map(|t| format!("{t:.1}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

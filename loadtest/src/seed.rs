@@ -162,6 +162,8 @@ pub struct Side {
     /// Per page: (p75, n).
     #[serde(skip)]
     pub pages: BTreeMap<String, (f64, u64)>,
+    /// Milliseconds per warm-up query (not in the median).
+    pub warmup_ms: Vec<f64>,
     /// Milliseconds per repetition.
     pub times_ms: Vec<f64>,
     /// Median of `times_ms`.
@@ -198,7 +200,18 @@ pub struct QueryBench {
     pub clickhouse_count_mismatches: usize,
 }
 
-/// Times `p75 by page` for the seeded site on a collector and on ClickHouse, `repeat` times each, and compares.
+/// How many times each side's query runs: untimed first, then timed.
+#[derive(Debug, Clone, Copy)]
+pub struct Rounds {
+    /// Untimed rounds of both.
+    pub warmup: usize,
+    /// Timed rounds of each (at least one).
+    pub repeat: usize,
+}
+
+/// Times `p75 by page` for the seeded site on a collector and on ClickHouse, `repeat` times each after `warmup`
+/// untimed rounds of both (a just-started collector maps and caches its file over its first few queries, a
+/// ClickHouse server its parts), and compares.
 pub async fn query_bench(
     collector: SocketAddr,
     clickhouse: SocketAddr,
@@ -206,8 +219,9 @@ pub async fn query_bench(
     auth: &[(&str, &str)],
     cfg: &SeedConfig,
     metric: Metric,
-    repeat: usize,
+    rounds: Rounds,
 ) -> anyhow::Result<QueryBench> {
+    let Rounds { warmup, repeat } = rounds;
     let w = cfg.workload();
     let site = w.sites()[0].name.clone();
     let to = chrono::Utc::now();
@@ -228,7 +242,13 @@ pub async fn query_bench(
     let mut sql = String::new();
     let (mut from_ms, mut to_ms) = (0i64, 0i64);
     let mut fv_pages = BTreeMap::new();
-    for i in 0..repeat.max(1) {
+    let (mut fv_warm, mut ch_warm) = (Vec::new(), Vec::new());
+    for i in 0..warmup + repeat.max(1) {
+        if i == warmup {
+            // Warm-up over: what follows is timed.
+            fv_warm = std::mem::take(&mut fv_times);
+            ch_warm = std::mem::take(&mut ch_times);
+        }
         let t = Instant::now();
         let (status, body) = client::get(collector, &q).await?;
         fv_times.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -328,11 +348,13 @@ pub async fn query_bench(
         samples,
         fieldvitals: Side {
             pages: fv_pages,
+            warmup_ms: fv_warm,
             times_ms: fv_times,
             median_ms: fv_median,
         },
         clickhouse: Side {
             pages: ch_pages,
+            warmup_ms: ch_warm,
             times_ms: ch_times,
             median_ms: ch_median,
         },
