@@ -82,7 +82,30 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
     let mut late: HashMap<PageRowKey, Histogram> = HashMap::new();
     {
         let mut upsert = tx.prepare_cached(UPSERT)?;
-        for (k, h) in deltas.rows() {
+        // In the table's key order: consecutive upserts then descend to the same or the next leaf, whose pages are
+        // still in the CPU's caches, instead of to a random one each.
+        let mut rows: Vec<_> = deltas.rows().collect();
+        rows.sort_unstable_by(|(a, _), (b, _)| {
+            (
+                &a.site,
+                a.metric.code(),
+                a.start_ms,
+                &a.page,
+                a.device.code(),
+                &a.release,
+                a.nav.code(),
+            )
+                .cmp(&(
+                    &b.site,
+                    b.metric.code(),
+                    b.start_ms,
+                    &b.page,
+                    b.device.code(),
+                    &b.release,
+                    b.nav.code(),
+                ))
+        });
+        for (k, h) in rows {
             let blob = h.encode();
             let mut put = |res: Resolution| {
                 upsert.execute(params![
