@@ -5,6 +5,7 @@ pub mod bots;
 pub mod client_ip;
 pub mod file;
 pub mod rate_limit;
+pub mod user_agent;
 
 pub use file::{Policy, PolicyError};
 

@@ -12,9 +12,9 @@
 
 use super::{envelope, request_id, AppState};
 use crate::error::{IngestError, ORIGIN_NOT_ALLOWED, UNKNOWN_SITE};
-use crate::policy::bots::is_bot;
 use crate::policy::client_ip::client_ip;
 use crate::policy::file::{Admission, Policy};
+use crate::policy::user_agent;
 use crate::telemetry::metrics::{Route, Shed};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -26,7 +26,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use storage::Accepted;
-use vitals::DeviceClass;
 
 /// Largest beacon body, after decompression: what `sendBeacon` allows in flight.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -160,8 +159,8 @@ fn check(
     body: &[u8],
 ) -> Result<Outcome, IngestError> {
     let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let user_agent = header_str("user-agent");
-    if policy.bot_filter && is_bot(user_agent) {
+    let ua = user_agent::classify(header_str("user-agent"), header_str("sec-ch-ua-mobile"));
+    if policy.bot_filter && ua.bot {
         return Ok(Outcome::Dropped(Shed::Bot));
     }
     let beacon = vitals::decode_beacon(body)?;
@@ -184,12 +183,11 @@ fn check(
     if rate < 1.0 && rand::random::<f64>() >= rate {
         return Ok(Outcome::Dropped(Shed::SampledOut));
     }
-    let device = DeviceClass::from_headers(user_agent, header_str("sec-ch-ua-mobile"));
     // The id is the spool's sequence number, assigned when the record is written.
     Ok(Outcome::Store(Accepted {
         id: 0,
         received_at_ms: chrono::Utc::now().timestamp_millis(),
-        device,
+        device: ua.device,
         beacon,
     }))
 }
