@@ -640,22 +640,20 @@ mod tests {
                     "summaries from hist_page, {from}..{to}, {by:?} {f:?}"
                 );
             }
-            assert_eq!(
-                query::summaries_parallel(
-                    (conn, &mut scratch),
-                    (&mut second, &mut scratch_b),
-                    &q,
-                    &qs
-                )
-                .unwrap()
-                .into_iter()
-                .collect::<BTreeMap<_, _>>(),
-                want,
-                "summaries on two readers, range {from}..{to}, {by:?} {f:?}"
-            );
-            // A by-page query on two readers splits the pages at one; any page, present or not, splits exactly.
-            for split in ["", "/a", "/b", "/bb", "/late", "\u{10FFFF}"] {
-                scratch.force_split(&q, split);
+            // On two readers: as planned (a by-page query splits the pages at the middle one), then split at pages
+            // present, absent, below and above all, each of which must split exactly.
+            for split in [
+                None,
+                Some(""),
+                Some("/a"),
+                Some("/b"),
+                Some("/bb"),
+                Some("/late"),
+                Some("\u{10FFFF}"),
+            ] {
+                if let Some(page) = split {
+                    scratch.force_split(&q, page);
+                }
                 assert_eq!(
                     query::summaries_parallel(
                         (conn, &mut scratch),

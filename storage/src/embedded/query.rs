@@ -154,11 +154,11 @@ fn merged_via<T: Send>(
     let out = match second {
         None => read_serially(conn, q, page_rows, scratch).and_then(|g| g.finish(take, None)),
         Some((conn_b, scratch_b)) => {
-            let out = if q.by.page && q.filters.page.is_none() {
-                split_by_page(conn, q, page_rows, scratch, conn_b, scratch_b, take)
-            } else {
-                read_in_parallel(conn, q, page_rows, scratch, conn_b, scratch_b, take)
+            let second = Second {
+                conn: conn_b,
+                scratch: &mut *scratch_b,
             };
+            let out = on_two_readers(conn, q, page_rows, scratch, second, take);
             scratch_b.trim();
             out
         }
@@ -180,41 +180,80 @@ fn read_serially<'s>(
     Ok(groups)
 }
 
+/// A query's second reader and its buffers.
+struct Second<'a> {
+    conn: &'a mut Connection,
+    scratch: &'a mut Scratch,
+}
+
+/// Reads `pieces` of `q` for `pages` in a read transaction of its own (a second reader's).
+fn read_in_transaction<'s>(
+    conn: &Connection,
+    q: &HistQuery,
+    pieces: &[Piece],
+    pages: Pages<'_>,
+    scratch: &'s mut Scratch,
+) -> Result<Groups<'s>, StoreError> {
+    conn.execute_batch("BEGIN")?;
+    let mut g = Groups::new(scratch);
+    let read = read_pieces(conn, q, pieces, pages, &mut g);
+    conn.execute_batch("COMMIT")?;
+    read.map(|()| g)
+}
+
+/// Reads and merges `q` on two readers: split by page when it groups by page (see [`split_by_page`]), by time
+/// otherwise (see [`split_by_time`]).
+fn on_two_readers<T: Send>(
+    conn: &Connection,
+    q: &HistQuery,
+    page_rows: bool,
+    scratch: &mut Scratch,
+    second: Second<'_>,
+    take: &Take<'_, T>,
+) -> Result<Vec<(GroupKey, T)>, StoreError> {
+    let pieces = pieces(conn, q, page_rows)?;
+    if !(q.by.page && q.filters.page.is_none()) {
+        return split_by_time(conn, q, pieces, scratch, second, take);
+    }
+    match scratch.split_page(conn, q, &pieces)? {
+        Some(split) => split_by_page(conn, q, &pieces, split, scratch, second, take),
+        None => {
+            // Nothing to split on: one reader reads all (there is little to read).
+            let mut groups = Groups::new(scratch);
+            read_pieces(conn, q, &pieces, Pages::All, &mut groups)?;
+            groups.finish(take, None)
+        }
+    }
+}
+
 /// A query grouped by page on two readers: each reads every piece for its half of the pages (split at the median
 /// page of the piece with the longest buckets) and merges its own groups, which the other never sees. Each group
 /// therefore comes from one reader's snapshot.
 fn split_by_page<T: Send>(
     conn: &Connection,
     q: &HistQuery,
-    page_rows: bool,
+    pieces: &[Piece],
+    split: String,
     scratch: &mut Scratch,
-    conn_b: &mut Connection,
-    scratch_b: &mut Scratch,
+    second: Second<'_>,
     take: &Take<'_, T>,
 ) -> Result<Vec<(GroupKey, T)>, StoreError> {
-    let pieces = pieces(conn, q, page_rows)?;
-    let Some(split) = scratch.split_page(conn, q, &pieces)? else {
-        // Nothing to split on: one reader reads all (there is little to read).
-        let mut groups = Groups::new(scratch);
-        read_pieces(conn, q, &pieces, Pages::All, &mut groups)?;
-        return groups.finish(take, None);
-    };
-    let (pieces_b, scratch_b_now) = (&pieces, &mut *scratch_b);
+    let Second {
+        conn: conn_b,
+        scratch: scratch_b,
+    } = second;
+    let (pieces_b, scratch_b_now) = (pieces, &mut *scratch_b);
     let mut theirs: Option<Result<Vec<(GroupKey, T)>, StoreError>> = None;
     let mine = query_pool().in_place_scope(|s| {
         let (out, split) = (&mut theirs, split.as_str());
         s.spawn(move |_| {
-            *out = Some((|| {
-                conn_b.execute_batch("BEGIN")?;
-                let mut g = Groups::new(scratch_b_now);
-                let read = read_pieces(conn_b, q, pieces_b, Pages::From(split), &mut g);
-                conn_b.execute_batch("COMMIT")?;
-                read?;
-                g.finish(take, None)
-            })());
+            *out = Some(
+                read_in_transaction(conn_b, q, pieces_b, Pages::From(split), scratch_b_now)
+                    .and_then(|g| g.finish(take, None)),
+            );
         });
         let mut g = Groups::new(scratch);
-        read_pieces(conn, q, &pieces, Pages::Below(split), &mut g)?;
+        read_pieces(conn, q, pieces, Pages::Below(split), &mut g)?;
         g.finish(take, None)
     });
     let theirs = theirs.expect("the second reader's task ran");
@@ -255,16 +294,18 @@ fn median_page(
     Ok(Some(page))
 }
 
-fn read_in_parallel<T: Send>(
+/// A query on two readers split by time: the pieces are shared out by length, then the groups' merges by bytes.
+fn split_by_time<T: Send>(
     conn: &Connection,
     q: &HistQuery,
-    page_rows: bool,
+    mut pieces: Vec<Piece>,
     scratch: &mut Scratch,
-    conn_b: &mut Connection,
-    scratch_b: &mut Scratch,
+    Second {
+        conn: conn_b,
+        scratch: scratch_b,
+    }: Second<'_>,
     take: &Take<'_, T>,
 ) -> Result<Vec<(GroupKey, T)>, StoreError> {
-    let mut pieces = pieces(conn, q, page_rows)?;
     // Heaviest first, each to the reader with less so far (a piece's length in time stands for its rows).
     pieces.sort_by_key(|p| std::cmp::Reverse(p.weight()));
     let (mut mine, mut theirs) = (Vec::new(), Vec::new());
@@ -283,14 +324,8 @@ fn read_in_parallel<T: Send>(
     let groups = query_pool().in_place_scope(|s| {
         let out = &mut groups_b;
         s.spawn(move |_| {
-            let read = (|| {
-                conn_b.execute_batch("BEGIN")?;
-                let mut g = Groups::new(scratch_b_now);
-                let read = read_pieces(conn_b, q, &theirs, Pages::All, &mut g);
-                conn_b.execute_batch("COMMIT")?;
-                read?;
-                Ok(g.into_parts())
-            })();
+            let read = read_in_transaction(conn_b, q, &theirs, Pages::All, scratch_b_now)
+                .map(Groups::into_parts);
             *out = Some(read);
         });
         let mut g = Groups::new(scratch);

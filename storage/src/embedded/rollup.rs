@@ -9,7 +9,7 @@
 //! reach it like they reach `hist`'s hours and days, and it is pruned with the same cuts. The flush of current
 //! minutes (above the watermarks) never touches it.
 
-use super::aggregator::MinuteDeltas;
+use super::aggregator::{MinuteDeltas, RowKey};
 use super::spans;
 use crate::time_range::{Resolution, DAY_MS, HOUR_MS};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -59,6 +59,19 @@ const UPSERT_PAGE: &str = "INSERT INTO hist_page(res, site, metric, start_ms, pa
     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
     ON CONFLICT(site, metric, res, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)";
 
+/// A minute row's key in `hist`'s key order (site, metric, start, page, device, release, nav; one resolution).
+fn key_order(k: &RowKey) -> (&str, u8, i64, &str, u8, &str, u8) {
+    (
+        &k.site,
+        k.metric.code(),
+        k.start_ms,
+        &k.page,
+        k.device.code(),
+        &k.release,
+        k.nav.code(),
+    )
+}
+
 /// A `hist_page` row's key: resolution, site, metric, bucket start, page.
 type PageRowKey = (Resolution, Arc<str>, Metric, i64, Arc<str>);
 
@@ -85,26 +98,7 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
         // In the table's key order: consecutive upserts then descend to the same or the next leaf, whose pages are
         // still in the CPU's caches, instead of to a random one each.
         let mut rows: Vec<_> = deltas.rows().collect();
-        rows.sort_unstable_by(|(a, _), (b, _)| {
-            (
-                &a.site,
-                a.metric.code(),
-                a.start_ms,
-                &a.page,
-                a.device.code(),
-                &a.release,
-                a.nav.code(),
-            )
-                .cmp(&(
-                    &b.site,
-                    b.metric.code(),
-                    b.start_ms,
-                    &b.page,
-                    b.device.code(),
-                    &b.release,
-                    b.nav.code(),
-                ))
-        });
+        rows.sort_unstable_by(|(a, _), (b, _)| key_order(a).cmp(&key_order(b)));
         for (k, h) in rows {
             let blob = h.encode();
             let mut put = |res: Resolution| {
