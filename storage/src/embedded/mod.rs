@@ -651,9 +651,7 @@ mod tests {
                 Some("/late"),
                 Some("\u{10FFFF}"),
             ] {
-                if let Some(page) = split {
-                    scratch.force_split(&q, page);
-                }
+                scratch.force_split(&q, split);
                 assert_eq!(
                     query::summaries_parallel(
                         (conn, &mut scratch),

@@ -6,7 +6,7 @@ use super::spans;
 use crate::time_range::{Resolution, DAY_MS, HOUR_MS, MINUTE_MS};
 use crate::{GroupKey, HistQuery, StoreError};
 use rusqlite::types::Value;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use std::collections::HashMap;
 use vitals::histogram::{DecodeError, Merger, Summary};
 use vitals::{DeviceClass, Histogram, Metric, NavType, Quantile};
@@ -274,24 +274,20 @@ fn median_page(
     };
     let (table, level, code) = piece.source();
     let (start, _, _) = piece.times();
-    let which =
-        format!("FROM {table} WHERE site = ?1 AND metric = ?2 AND {level} = ?3 AND start_ms = ?4");
-    let key = rusqlite::params![q.site, q.metric.code() as i64, code, start];
-    let n: i64 = conn
-        .prepare_cached(&format!("SELECT count(*) {which}"))?
-        .query_row(key, |r| r.get(0))?;
-    if n == 0 {
-        return Ok(None);
-    }
+    // One statement: the bucket's rows are counted, then the cursor steps to the middle one.
+    let sql = format!(
+        "SELECT page FROM {table} WHERE site = ?1 AND metric = ?2 AND {level} = ?3 AND start_ms = ?4
+         ORDER BY page LIMIT 1 OFFSET (SELECT count(*) / 2 FROM {table}
+             WHERE site = ?1 AND metric = ?2 AND {level} = ?3 AND start_ms = ?4)"
+    );
     let page = conn
-        .prepare_cached(&format!(
-            "SELECT page {which} ORDER BY page LIMIT 1 OFFSET ?5"
-        ))?
+        .prepare_cached(&sql)?
         .query_row(
-            rusqlite::params![q.site, q.metric.code() as i64, code, start, n / 2],
+            rusqlite::params![q.site, q.metric.code() as i64, code, start],
             |r| r.get(0),
-        )?;
-    Ok(Some(page))
+        )
+        .optional()?;
+    Ok(page)
 }
 
 /// A query on two readers split by time: the pieces are shared out by length, then the groups' merges by bytes.
@@ -424,15 +420,18 @@ impl Scratch {
         Ok(page)
     }
 
-    /// Makes the next by-page queries on two readers split at `page` (tests: any page must split exactly).
+    /// Makes the next by-page queries on two readers split at `page`, or at the median page found afresh with
+    /// `None` (tests: any page must split exactly).
     #[cfg(test)]
-    pub(super) fn force_split(&mut self, q: &HistQuery, page: &str) {
-        self.split = Some((
-            q.site.clone(),
-            q.metric,
-            page.to_string(),
-            std::time::Instant::now(),
-        ));
+    pub(super) fn force_split(&mut self, q: &HistQuery, page: Option<&str>) {
+        self.split = page.map(|p| {
+            (
+                q.site.clone(),
+                q.metric,
+                p.to_string(),
+                std::time::Instant::now(),
+            )
+        });
     }
 
     /// Empties the buffers, and frees them when a large query left them over [`SCRATCH_KEPT_BYTES`].
@@ -621,17 +620,24 @@ impl<'s> Groups<'s> {
             .map_or(keys.len(), |g| g + 1)
             .clamp(1, keys.len() - 1);
         let later = keys.split_off(split);
-        let (head, tail) = std::thread::scope(|s| {
-            let tail =
-                s.spawn(|| decode_groups(later, &first[split..], grouped, blobs, other, take));
-            let head = decode_groups(keys, &first[..=split], grouped, blobs, merger, take);
-            (
-                head,
-                tail.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            )
+        // On the kept query thread, as the reads were (a thread started per query faulted in fresh pages).
+        let mut tail = None;
+        let head = query_pool().in_place_scope(|s| {
+            let (out, first) = (&mut tail, &first);
+            s.spawn(move |_| {
+                *out = Some(decode_groups(
+                    later,
+                    &first[split..],
+                    grouped,
+                    blobs,
+                    other,
+                    take,
+                ));
+            });
+            decode_groups(keys, &first[..=split], grouped, blobs, merger, take)
         });
         let mut out = head?;
-        out.extend(tail?);
+        out.extend(tail.expect("the second half's task ran")?);
         Ok(out)
     }
 }
