@@ -173,7 +173,7 @@ impl EmbeddedStore {
                         if !deltas.is_empty() {
                             // The next second's rows start at this one's size instead of growing (and rehashing)
                             // from empty again.
-                            let room = deltas.rows_len();
+                            let room = deltas.views_len();
                             let batch = std::mem::replace(&mut deltas, MinuteDeltas::with_capacity(room));
                             let tx = batches_tx.clone();
                             // A full writer queue blocks here, which stops us reading `rx`, which fills the ingest

@@ -9,7 +9,7 @@
 //! reach it like they reach `hist`'s hours and days, and it is pruned with the same cuts. The flush of current
 //! minutes (above the watermarks) never touches it.
 
-use super::aggregator::{MinuteDeltas, RowKey};
+use super::aggregator::{MinuteDeltas, ViewKey};
 use super::spans;
 use crate::time_range::{Resolution, DAY_MS, HOUR_MS};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -60,10 +60,10 @@ const UPSERT_PAGE: &str = "INSERT INTO hist_page(res, site, metric, start_ms, pa
     ON CONFLICT(site, metric, res, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)";
 
 /// A minute row's key in `hist`'s key order (site, metric, start, page, device, release, nav; one resolution).
-fn key_order(k: &RowKey) -> (&str, u8, i64, &str, u8, &str, u8) {
+fn key_order(k: &ViewKey, metric: Metric) -> (&str, u8, i64, &str, u8, &str, u8) {
     (
         &k.site,
-        k.metric.code(),
+        metric.code(),
         k.start_ms,
         &k.page,
         k.device.code(),
@@ -98,14 +98,14 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
         // In the table's key order: consecutive upserts then descend to the same or the next leaf, whose pages are
         // still in the CPU's caches, instead of to a random one each.
         let mut rows: Vec<_> = deltas.rows().collect();
-        rows.sort_unstable_by(|(a, _), (b, _)| key_order(a).cmp(&key_order(b)));
-        for (k, h) in rows {
+        rows.sort_unstable_by(|(a, am, _), (b, bm, _)| key_order(a, *am).cmp(&key_order(b, *bm)));
+        for (k, metric, h) in rows {
             let blob = h.encode();
             let mut put = |res: Resolution| {
                 upsert.execute(params![
                     res as i64,
                     &*k.site,
-                    k.metric.code(),
+                    metric.code(),
                     res.floor(k.start_ms),
                     &*k.page,
                     k.device.code(),
@@ -124,7 +124,7 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
                     let key = (
                         res,
                         k.site.clone(),
-                        k.metric,
+                        metric,
                         res.floor(k.start_ms),
                         k.page.clone(),
                     );
