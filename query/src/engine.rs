@@ -141,16 +141,20 @@ impl QueryEngine {
             filters: req.filters.clone(),
         };
         let quantiles: Vec<Quantile> = req.quantiles.iter().map(|(_, q)| *q).collect();
-        let groups = self.source.summaries(&q, &quantiles).await?;
-        let mut rows: Vec<StatsRow> = groups
+        let mut groups = self.source.summaries(&q, &quantiles).await?;
+        groups.retain(|(_, s)| s.count() > 0);
+        // Largest groups first; ties in key order so that answers are stable across stores and runs. Keys are
+        // unique, so an unstable sort gives the same order; sorting (count, key) pairs before building the rows moves
+        // less, and rows past the limit are never built.
+        groups.sort_unstable_by(|(ka, a), (kb, b)| {
+            b.count().cmp(&a.count()).then_with(|| ka.cmp(kb))
+        });
+        let truncated = groups.len() > req.limit;
+        groups.truncate(req.limit);
+        let rows: Vec<StatsRow> = groups
             .into_iter()
-            .filter(|(_, s)| s.count() > 0)
             .map(|(key, s)| row(req, key, &s, p75_only))
             .collect();
-        // Largest groups first; ties in key order so that answers are stable across stores and runs.
-        rows.sort_by(|a, b| b.n.cmp(&a.n).then_with(|| a.key.cmp(&b.key)));
-        let truncated = rows.len() > req.limit;
-        rows.truncate(req.limit);
         Ok(StatsResponse {
             site: req.site.clone(),
             metric: req.metric,
@@ -179,5 +183,82 @@ fn row(req: &StatsRequest, key: GroupKey, s: &Summary, p75_only: bool) -> StatsR
         ni: shares.ni,
         poor: shares.poor,
         p75_only,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{parse, Endpoint};
+    use storage::GroupKey;
+    use vitals::Histogram;
+
+    /// A source holding fixed groups: the engine's ordering and limits, apart from any store.
+    struct Fixed(Vec<(GroupKey, Histogram)>);
+
+    #[async_trait::async_trait]
+    impl HistogramSource for Fixed {
+        async fn histograms(
+            &self,
+            _: &HistQuery,
+        ) -> Result<Vec<(GroupKey, Histogram)>, StoreError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn page(p: &str, n: usize) -> (GroupKey, Histogram) {
+        let mut h = Histogram::new();
+        for i in 0..n {
+            h.record(Metric::Lcp, 1000.0 + i as f64);
+        }
+        let key = GroupKey {
+            page: Some(p.into()),
+            ..GroupKey::default()
+        };
+        (key, h)
+    }
+
+    fn request(limit: usize) -> StatsRequest {
+        let pairs: Vec<(String, String)> = [
+            ("site", "shop"),
+            ("metric", "LCP"),
+            ("by", "page"),
+            ("limit", &limit.to_string()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        parse(&pairs, Endpoint::P75).expect("a valid request")
+    }
+
+    #[tokio::test]
+    async fn rows_come_largest_first_ties_in_key_order_and_empty_groups_never() {
+        let groups = vec![
+            page("/c", 2),
+            page("/empty", 0),
+            page("/a", 5),
+            page("/d", 2),
+            page("/b", 2),
+            page("/e", 1),
+        ];
+        let engine = QueryEngine::new(Arc::new(Fixed(groups)));
+        let pages = |a: &StatsResponse| -> Vec<(String, u64)> {
+            a.rows
+                .iter()
+                .map(|r| (r.key.page.clone().unwrap_or_default(), r.n))
+                .collect()
+        };
+        let all = engine.stats(&request(100), true).await.unwrap();
+        assert_eq!(
+            pages(&all),
+            [("/a", 5), ("/b", 2), ("/c", 2), ("/d", 2), ("/e", 1)]
+                .map(|(p, n)| (p.to_string(), n))
+        );
+        assert!(!all.truncated);
+        let cut = engine.stats(&request(3), true).await.unwrap();
+        assert_eq!(pages(&cut), pages(&all)[..3]);
+        assert!(cut.truncated);
+        let exact = engine.stats(&request(5), true).await.unwrap();
+        assert!(!exact.truncated);
     }
 }

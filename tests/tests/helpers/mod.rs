@@ -80,6 +80,16 @@ impl TestApp {
             .await
             .expect("request sent");
         let status = r.status().as_u16();
+        let media = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            media.starts_with("application/json"),
+            "{path_and_query}: content-type {media:?}"
+        );
         (status, r.json().await.expect("JSON body"))
     }
 
