@@ -702,11 +702,27 @@ mod tests {
              GROUP BY site, metric, res, start_ms, page ORDER BY site, metric, res, start_ms, page",
         );
         let projected = rows(
-            "SELECT site, metric, res, start_ms, page, hist FROM hist_page
+            "SELECT site, metric, res, start_ms, page, hist FROM hist_page WHERE res IN (1, 2)
              ORDER BY site, metric, res, start_ms, page",
         );
         assert!(!projected.is_empty());
         assert_eq!(projected, merged);
+        // Partial hour rows: per page, the merge of the hour's minutes before the merge watermark; none for an hour
+        // rolled up.
+        let (hours_until, _) = rollup::watermarks(conn).unwrap();
+        let merged_until = rollup::merged_until(conn).unwrap();
+        let partial = rows(&format!(
+            "SELECT site, metric, res, start_ms, page, hist FROM hist_page WHERE res = {}
+             ORDER BY site, metric, res, start_ms, page",
+            rollup::PARTIAL_HOUR_RES
+        ));
+        let from_minutes = rows(&format!(
+            "SELECT site, metric, {}, start_ms / {HOUR_MS} * {HOUR_MS} AS h, page, hist_merge_agg(hist) FROM hist
+             WHERE res = 0 AND start_ms >= {hours_until} AND start_ms < {merged_until}
+             GROUP BY site, metric, h, page ORDER BY site, metric, h, page",
+            rollup::PARTIAL_HOUR_RES
+        ));
+        assert_eq!(partial, from_minutes);
     }
 
     /// Every `hist_span` row is the merge of the `hist_page` rows it spans, and spans of several lengths over hours
@@ -792,6 +808,13 @@ mod tests {
             page: "/late",
             ..late[0].clone()
         });
+        // And into a minute already merged into its hour's partial rows.
+        let merged = rollup::merged_until(&conn).unwrap();
+        let (hours, _) = rollup::watermarks(&conn).unwrap();
+        assert!(merged > hours, "minutes merged: {hours} {merged}");
+        late.extend(random_samples(&mut x, merged - MINUTE_MS, 5));
+        // And into the first minute not merged, which queries read from minute rows.
+        late.extend(random_samples(&mut x, merged, 5));
         write_raw(&mut conn, &late);
         raw.extend(late);
         let (hours, days) = rollup::watermarks(&conn).unwrap();
@@ -836,10 +859,40 @@ mod tests {
                 t0 + 2 * DAY_MS + 5 * HOUR_MS + 3 * MINUTE_MS,
             ),
             (now - 3 * HOUR_MS - 13 * MINUTE_MS, now),
+            // From the start of the hours not rolled up: their partial rows, then minutes.
+            (rollup::watermarks(&conn).unwrap().0, now),
+            (rollup::watermarks(&conn).unwrap().0 - HOUR_MS, now),
+            (
+                rollup::watermarks(&conn).unwrap().0,
+                rollup::merged_until(&conn).unwrap(),
+            ),
+            (
+                rollup::watermarks(&conn).unwrap().0,
+                rollup::merged_until(&conn).unwrap() - MINUTE_MS,
+            ),
         ];
         for (from, to) in ranges {
             assert_exact(&conn, &raw, from, to, now);
         }
+    }
+
+    /// A version-3 store opens as version 4 without rebuilding anything (a second span backfill would count every
+    /// sample twice) and answers as before.
+    #[test]
+    fn migrates_a_version_3_store_without_rebuilding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let t0 = 20_000 * DAY_MS + 7 * HOUR_MS;
+        let (conn, raw, now) = three_days(&path, t0);
+        let spans = count(&conn, "SELECT count(*) FROM hist_span");
+        conn.execute_batch("PRAGMA user_version = 3;").unwrap();
+        drop(conn);
+        let conn = schema::open_writer(&path).unwrap();
+        assert_eq!(count(&conn, "PRAGMA user_version"), 4);
+        assert_eq!(count(&conn, "SELECT count(*) FROM hist_span"), spans);
+        assert_spans_match_rows(&conn);
+        assert_projection_matches_hist(&conn);
+        assert_exact(&conn, &raw, t0, now, now);
     }
 
     /// A corrupt row fails its query, and the reader's scratch (kept for the next query) comes out of it empty: the
@@ -938,7 +991,7 @@ mod tests {
             .unwrap();
         }
         let conn = schema::open_writer(&path).unwrap();
-        assert_eq!(count(&conn, "PRAGMA user_version"), 3);
+        assert_eq!(count(&conn, "PRAGMA user_version"), 4);
         assert_projection_matches_hist(&conn);
         assert_spans_match_rows(&conn);
         let projected = count(&conn, "SELECT count(*) FROM hist_page");

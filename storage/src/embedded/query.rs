@@ -714,13 +714,18 @@ enum Piece {
     Page(Resolution, i64, i64),
     /// `hist_span` rows.
     Span(spans::Span, i64, i64),
+    /// `hist_page`'s partial rows of the hour starting at the first time, covering its minutes up to the second.
+    Partial(i64, i64),
 }
 
 impl Piece {
     /// The time it covers, which stands for how much it reads.
     fn weight(&self) -> i64 {
         match *self {
-            Piece::Hist(_, a, b) | Piece::Page(_, a, b) | Piece::Span(_, a, b) => b - a,
+            Piece::Hist(_, a, b)
+            | Piece::Page(_, a, b)
+            | Piece::Span(_, a, b)
+            | Piece::Partial(a, b) => b - a,
         }
     }
 }
@@ -729,9 +734,16 @@ impl Piece {
 /// `page_rows`.
 fn pieces(conn: &Connection, q: &HistQuery, page_rows: bool) -> Result<Vec<Piece>, StoreError> {
     let (hours_until, days_until) = watermarks(conn)?;
+    let merged = if page_rows {
+        super::rollup::merged_until(conn)?
+    } else {
+        hours_until
+    };
     let mut out = Vec::new();
     for (res, start, end) in plan(q.from_ms, q.to_ms, hours_until, days_until) {
-        if page_rows && res != Resolution::Minute {
+        if page_rows && res == Resolution::Minute {
+            out.extend(minute_pieces(start, end, hours_until, merged));
+        } else if page_rows {
             // The longest spans that fit, single hour or day rows around them.
             let cut = super::rollup::pruned_before(conn, res)?;
             out.extend(
@@ -747,6 +759,29 @@ fn pieces(conn: &Connection, q: &HistQuery, page_rows: bool) -> Result<Vec<Piece
         }
     }
     Ok(out)
+}
+
+/// Covers the minutes `[from, to)` of a page-level query: where the range holds an hour's start and every minute of
+/// it merged into its partial rows (an hour at or above the roll-up watermark `hours_until`, minutes before
+/// `merged`), those rows; minute rows elsewhere.
+fn minute_pieces(from: i64, to: i64, hours_until: i64, merged: i64) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut t = from;
+    while t < to {
+        let hour = Resolution::Hour.floor(t);
+        let end = (hour + HOUR_MS).min(to);
+        let covered = (hour + HOUR_MS).min(merged);
+        if t == hour && hour >= hours_until && covered > hour && covered <= end {
+            out.push(Piece::Partial(hour, covered));
+            if covered < end {
+                out.push(Piece::Hist(Resolution::Minute, covered, end));
+            }
+        } else {
+            out.push(Piece::Hist(Resolution::Minute, t, end));
+        }
+        t = end;
+    }
+    out
 }
 
 /// The pages one reader reads: all of them, or one side of a split page (in SQLite's binary text order).
@@ -766,6 +801,7 @@ impl Piece {
             Piece::Hist(res, ..) => ("hist", "res", res as i64),
             Piece::Page(res, ..) => ("hist_page", "res", res as i64),
             Piece::Span(s, ..) => ("hist_span", "level", s.code()),
+            Piece::Partial(..) => ("hist_page", "res", super::rollup::PARTIAL_HOUR_RES),
         }
     }
 
@@ -774,6 +810,8 @@ impl Piece {
         match self {
             Piece::Hist(res, a, b) | Piece::Page(res, a, b) => (a, b, res.ms()),
             Piece::Span(s, a, b) => (a, b, s.ms()),
+            // One bucket: the hour's partial rows all start at the hour.
+            Piece::Partial(a, b) => (a, b, HOUR_MS),
         }
     }
 }
@@ -890,6 +928,57 @@ fn read_pieces(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minute_pieces_take_partial_hour_rows_where_an_hour_is_covered_from_its_start() {
+        let h = 20_000 * DAY_MS + 5 * HOUR_MS;
+        let m = |n: i64| n * MINUTE_MS;
+        let pieces = |from, to, merged| -> Vec<(&'static str, i64, i64)> {
+            minute_pieces(from, to, h, merged)
+                .into_iter()
+                .map(|p| match p {
+                    Piece::Partial(a, b) => ("partial", a, b),
+                    Piece::Hist(Resolution::Minute, a, b) => ("minutes", a, b),
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect()
+        };
+        // From the hour's start past the merged minutes: partial rows, then the minutes after.
+        assert_eq!(
+            pieces(h, h + m(50), h + m(42)),
+            vec![("partial", h, h + m(42)), ("minutes", h + m(42), h + m(50))]
+        );
+        // Ending exactly at the merged minutes: partial rows only.
+        assert_eq!(
+            pieces(h, h + m(42), h + m(42)),
+            vec![("partial", h, h + m(42))]
+        );
+        // Ending before them, or starting after the hour's start: minute rows.
+        assert_eq!(
+            pieces(h, h + m(30), h + m(42)),
+            vec![("minutes", h, h + m(30))]
+        );
+        assert_eq!(
+            pieces(h + m(1), h + m(50), h + m(42)),
+            vec![("minutes", h + m(1), h + m(50))]
+        );
+        // Nothing merged yet: minute rows.
+        assert_eq!(pieces(h, h + m(50), h), vec![("minutes", h, h + m(50))]);
+        // Two hours not rolled up (the first in its grace period), merged into the second: one piece per hour.
+        assert_eq!(
+            pieces(h, h + HOUR_MS + m(20), h + HOUR_MS + m(10)),
+            vec![
+                ("partial", h, h + HOUR_MS),
+                ("partial", h + HOUR_MS, h + HOUR_MS + m(10)),
+                ("minutes", h + HOUR_MS + m(10), h + HOUR_MS + m(20))
+            ]
+        );
+        // An hour below the roll-up watermark has no partial rows.
+        assert_eq!(
+            pieces(h - HOUR_MS, h - m(10), h + m(42)),
+            vec![("minutes", h - HOUR_MS, h - m(10))]
+        );
+    }
 
     #[test]
     fn plans_days_hours_and_minutes() {

@@ -6,8 +6,10 @@
 //!
 //! `hist_page` (hour and day rows merged over device, release and nav) follows `hist` step for step: its hours are
 //! rolled from the same minute rows in the same transaction as `hist`'s, its days from its own hours, late deltas
-//! reach it like they reach `hist`'s hours and days, and it is pruned with the same cuts. The flush of current
-//! minutes (above the watermarks) never touches it.
+//! reach it like they reach `hist`'s hours and days, and it is pruned with the same cuts. It also holds partial rows
+//! for the hours not yet rolled up ([`PARTIAL_HOUR_RES`]): each closed minute is merged into them once, after
+//! [`MERGE_GRACE_MS`], and a later delta for a merged minute reaches them like a late delta reaches an hour row. An
+//! hour's partial rows are deleted when the hour rolls up.
 
 use super::aggregator::{MinuteDeltas, ViewKey};
 use super::spans;
@@ -24,6 +26,18 @@ const HOURS_KEY: &str = "hours_rolled_until";
 /// The largest accepted-beacon id whose samples are in `hist` (the spool checkpoint, moved with the data).
 const STORED_THROUGH_KEY: &str = "stored_through";
 const DAYS_KEY: &str = "days_rolled_until";
+/// Every minute before this (and at or after `hours_rolled_until`) is merged into its hour's partial rows.
+const MERGED_KEY: &str = "minutes_merged_until";
+
+/// `hist_page`'s `res` for the partial rows of hours not yet rolled up: per page, the merge of the hour's minutes
+/// before [`merged_until`]. A query over the hour in progress then reads one row per page for the minutes merged
+/// and minute rows only for the few after: with traffic, an hour's minute rows for one metric run to hundreds of
+/// thousands (every page, device, release and nav of every minute), and a month by page read them all.
+pub const PARTIAL_HOUR_RES: i64 = 3;
+
+/// How long after a minute ends before it is merged into its hour's partial rows: its deltas are flushed within a
+/// second or two; any later ones reach the partial rows as late deltas (below).
+pub const MERGE_GRACE_MS: i64 = 5_000;
 
 /// Sets the watermarks for a new database: nothing before now needs rolling.
 pub fn init_watermarks(tx: &Transaction<'_>, now_ms: i64) -> rusqlite::Result<()> {
@@ -47,6 +61,57 @@ pub fn watermarks(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
             .unwrap_or(0))
     };
     Ok((get(HOURS_KEY)?, get(DAYS_KEY)?))
+}
+
+/// Where the minutes merged into partial hour rows end: never below the hour roll-up watermark (minutes below it are
+/// in hour rows, and their partial rows were deleted when their hour rolled up).
+pub fn merged_until(conn: &Connection) -> rusqlite::Result<i64> {
+    let (hours_until, _) = watermarks(conn)?;
+    let merged: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [MERGED_KEY], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(merged.unwrap_or(hours_until).max(hours_until))
+}
+
+/// Merges one (site, metric)'s minute rows `[?4, ?5)`, all in the hour starting at `?3`, into that hour's partial
+/// rows, per page.
+const MERGE_PARTIAL: &str = "INSERT INTO hist_page(res, site, metric, start_ms, page, hist)
+    SELECT 3, site, metric, ?3, page, hist_merge_agg(hist) FROM hist
+    WHERE site = ?1 AND metric = ?2 AND res = 0 AND start_ms >= ?4 AND start_ms < ?5
+    GROUP BY page ORDER BY page
+    ON CONFLICT(site, metric, res, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)";
+
+/// Deletes one (site, metric)'s partial rows (`?3`) of the hour starting at `?4`.
+const DROP_PARTIAL: &str =
+    "DELETE FROM hist_page WHERE site = ?1 AND metric = ?2 AND res = ?3 AND start_ms = ?4";
+
+/// Merges every closed minute not yet merged (above the hour watermark) into its hour's partial rows.
+fn merge_closed_minutes(conn: &mut Connection, now_ms: i64) -> rusqlite::Result<()> {
+    let from = merged_until(conn)?;
+    let to = Resolution::Minute.floor(now_ms - MERGE_GRACE_MS);
+    if to <= from {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(MERGE_PARTIAL)?;
+        for (site, metric) in site_metrics(&tx, "hist")? {
+            let mut a = from;
+            while a < to {
+                let hour = Resolution::Hour.floor(a);
+                let b = (hour + HOUR_MS).min(to);
+                stmt.execute(params![site, metric, hour, a, b])?;
+                a = b;
+            }
+        }
+    }
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![MERGED_KEY, to],
+    )?;
+    tx.commit()
 }
 
 const UPSERT: &str =
@@ -91,8 +156,11 @@ pub fn stored_through(conn: &Connection) -> rusqlite::Result<u64> {
 pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let (hours_until, days_until) = watermarks(&tx)?;
+    let merged = merged_until(&tx)?;
     // Late deltas for `hist_page`, merged per page first: one upsert per page, hour and day rather than per row.
     let mut late: HashMap<PageRowKey, Histogram> = HashMap::new();
+    // Deltas for minutes already merged into their hour's partial rows (see [`PARTIAL_HOUR_RES`]), per page.
+    let mut partial: HashMap<(Arc<str>, Metric, i64, Arc<str>), Histogram> = HashMap::new();
     {
         let mut upsert = tx.prepare_cached(UPSERT)?;
         // In the table's key order: consecutive upserts then descend to the same or the next leaf, whose pages are
@@ -115,6 +183,13 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
                 ])
             };
             put(Resolution::Minute)?;
+            if k.start_ms >= hours_until && k.start_ms < merged {
+                let hour = Resolution::Hour.floor(k.start_ms);
+                partial
+                    .entry((k.site.clone(), metric, hour, k.page.clone()))
+                    .or_default()
+                    .merge(h);
+            }
             for (res, until) in [
                 (Resolution::Hour, hours_until),
                 (Resolution::Day, days_until),
@@ -133,6 +208,16 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
             }
         }
         let mut upsert_page = tx.prepare_cached(UPSERT_PAGE)?;
+        for ((site, metric, hour, page), h) in &partial {
+            upsert_page.execute(params![
+                PARTIAL_HOUR_RES,
+                &**site,
+                metric.code(),
+                hour,
+                &**page,
+                h.encode()
+            ])?;
+        }
         let mut upsert_span = tx.prepare_cached(spans::UPSERT_SPAN)?;
         let cuts = if late.is_empty() {
             (i64::MIN, i64::MIN)
@@ -280,6 +365,12 @@ pub fn roll_up_and_prune(
         if hours_until + HOUR_MS + ROLLUP_GRACE_MS <= now_ms {
             let tx = conn.transaction()?;
             roll(&tx, Resolution::Minute, Resolution::Hour, hours_until)?;
+            // The hour's rows now hold what its partial rows held, and more.
+            let mut drop_partial = tx.prepare_cached(DROP_PARTIAL)?;
+            for (site, metric) in site_metrics(&tx, "hist_page")? {
+                drop_partial.execute(params![site, metric, PARTIAL_HOUR_RES, hours_until])?;
+            }
+            drop(drop_partial);
             spans::build_ending_at(&tx, Resolution::Hour, hours_until + HOUR_MS)?;
             tx.execute(
                 "UPDATE meta SET value = ?1 WHERE key = ?2",
@@ -299,6 +390,7 @@ pub fn roll_up_and_prune(
             break;
         }
     }
+    merge_closed_minutes(conn, now_ms)?;
     let (hours_until, days_until) = watermarks(conn)?;
     // Finer rows go only once coarser rows hold their data and the snapping policy no longer reaches them.
     // Cuts are floored to whole hours (minute rows) and days (hour and day rows), and a cut is applied only when it
@@ -416,6 +508,8 @@ mod tests {
             roll_page("hist_page"),
             prune_sql("hist"),
             prune_sql("hist_page"),
+            MERGE_PARTIAL.to_string(),
+            DROP_PARTIAL.to_string(),
             "DELETE FROM hist_span WHERE site = ?1 AND metric = ?2 AND level = ?3 AND start_ms < ?4".into(),
             "SELECT metric FROM hist WHERE site = ?1 AND metric > ?2 ORDER BY metric LIMIT 1".into(),
             "SELECT site, metric FROM hist WHERE site > ?1 ORDER BY site, metric LIMIT 1".into(),

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Bumped when the schema changes; older files are migrated in [`open_writer`].
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1: the `hist` table (every dimension) and `meta` (watermarks, checkpoint).
 pub(super) const SCHEMA_V1: &str = "
@@ -91,7 +91,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
             tx.execute_batch(BACKFILL_V2)?;
         }
         super::rollup::init_watermarks(&tx, chrono::Utc::now().timestamp_millis())?;
-        if version >= 1 {
+        if (1..3).contains(&version) {
             // Version 3: day rows are rewritten in the sectioned encoding where it applies (hour rows are mostly too
             // small for it), and spans are built over the hours and days already rolled up.
             tx.execute(
@@ -107,6 +107,10 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
                 super::spans::backfill(&tx, base, cut, until)?;
             }
         }
+        // Version 4: `hist_page` also holds partial rows for the hours not yet rolled up (`res` 3, see
+        // `rollup::PARTIAL_HOUR_RES`). Nothing to fill in: their watermark starts at the hour roll-up's, and the next
+        // roll-up merges the open hours' closed minutes. The version moves so that an older collector, which would
+        // neither keep them up to date nor delete them, refuses the file.
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
         tx.commit()?;
     }
