@@ -76,9 +76,9 @@ pub fn merged_until(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Merges one (site, metric)'s minute rows `[?4, ?5)`, all in the hour starting at `?3`, into that hour's partial
-/// rows, per page.
+/// rows (`res` `?6`), per page.
 const MERGE_PARTIAL: &str = "INSERT INTO hist_page(res, site, metric, start_ms, page, hist)
-    SELECT 3, site, metric, ?3, page, hist_merge_agg(hist) FROM hist
+    SELECT ?6, site, metric, ?3, page, hist_merge_agg(hist) FROM hist
     WHERE site = ?1 AND metric = ?2 AND res = 0 AND start_ms >= ?4 AND start_ms < ?5
     GROUP BY page ORDER BY page
     ON CONFLICT(site, metric, res, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)";
@@ -102,7 +102,7 @@ fn merge_closed_minutes(conn: &mut Connection, now_ms: i64) -> rusqlite::Result<
             while a < to {
                 let hour = Resolution::Hour.floor(a);
                 let b = (hour + HOUR_MS).min(to);
-                stmt.execute(params![site, metric, hour, a, b])?;
+                stmt.execute(params![site, metric, hour, a, b, PARTIAL_HOUR_RES])?;
                 a = b;
             }
         }
