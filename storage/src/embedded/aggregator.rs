@@ -59,8 +59,6 @@ pub struct MinuteDeltas {
     /// foldhash, not SipHash: every beacon hashes its view key (short strings). It is still seeded at random, so
     /// colliding page names cannot be prepared offline.
     views: HashMap<ViewKey, Slots, foldhash::fast::RandomState>,
-    /// Minute rows held: (view, metric) pairs with a histogram.
-    rows: usize,
     samples: u64,
     /// The largest [`Accepted::id`] recorded: with the spool, ids are spool sequence numbers, and this becomes the
     /// store's checkpoint in the same transaction as the data.
@@ -76,9 +74,9 @@ impl MinuteDeltas {
         }
     }
 
-    /// Minute rows held.
+    /// Minute rows held: (view, metric) pairs with a histogram. Counted when asked (reports and tests), not kept.
     pub fn rows_len(&self) -> usize {
-        self.rows
+        self.rows().count()
     }
 
     /// Views held (each one or more minute rows).
@@ -116,11 +114,8 @@ impl MinuteDeltas {
                 .or_default(),
         };
         for s in &b.metrics {
-            let slot = &mut slots[s.metric.code() as usize];
-            if slot.is_none() {
-                self.rows += 1;
-            }
-            slot.get_or_insert_with(Histogram::default)
+            slots[s.metric.code() as usize]
+                .get_or_insert_with(Histogram::default)
                 .record(s.metric, s.value);
             self.samples += 1;
         }
@@ -131,14 +126,10 @@ impl MinuteDeltas {
         for (k, theirs) in other.views {
             let mine = self.views.entry(k).or_default();
             for (slot, h) in mine.iter_mut().zip(theirs) {
-                if let Some(h) = h {
-                    match slot {
-                        Some(m) => m.merge(&h),
-                        None => {
-                            *slot = Some(h);
-                            self.rows += 1;
-                        }
-                    }
+                match (slot.as_mut(), h) {
+                    (Some(m), Some(h)) => m.merge(&h),
+                    (None, h @ Some(_)) => *slot = h,
+                    (_, None) => {}
                 }
             }
         }
