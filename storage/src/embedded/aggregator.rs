@@ -1,4 +1,4 @@
-//! In-memory per-minute deltas: what arrived since the last flush, keyed like a `hist` row.
+//! In-memory per-minute deltas: what arrived since the last flush, keyed like a `hist_minute` row.
 //!
 //! Rows are held per view (minute, site, page, device, release, nav), each with one histogram slot per metric: a
 //! beacon's samples share everything but the metric, so a beacon costs one hash and one key compare, not one per
@@ -50,8 +50,7 @@ impl Equivalent<ViewKey> for ViewRef<'_> {
     }
 }
 
-/// One histogram slot per metric, indexed by [`Metric::code`].
-type Slots = [Option<Histogram>; Metric::ALL.len()];
+use super::view_blob::Slots;
 
 /// Histograms per minute row, accumulated between flushes.
 #[derive(Debug, Default)]
@@ -150,6 +149,11 @@ impl MinuteDeltas {
     /// Samples recorded.
     pub fn samples(&self) -> u64 {
         self.samples
+    }
+
+    /// The views, each with one histogram slot per metric (indexed by [`Metric::code`]).
+    pub fn views(&self) -> impl Iterator<Item = (&ViewKey, &Slots)> {
+        self.views.iter()
     }
 
     /// The minute rows: each view with each metric it has a histogram for.

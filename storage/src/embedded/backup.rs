@@ -34,7 +34,7 @@ pub fn backup(data_dir: &Path, to_dir: &Path) -> Result<u64, StoreError> {
     conn.backup(rusqlite::DatabaseName::Main, &dest, None)?;
     let copy = Connection::open(&dest)?;
     check_integrity(&copy)?;
-    let rows: u64 = copy.query_row("SELECT count(*) FROM hist", [], |r| r.get(0))?;
+    let rows = histogram_rows(&copy)?;
     let manifest = format!(
         "{{\"format\":\"fieldvitals-embedded\",\"schema_version\":{},\"rows\":{rows},\"created_at\":\"{}\"}}\n",
         copy.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?,
@@ -76,8 +76,23 @@ pub fn restore(from_dir: &Path, data_dir: &Path, force: bool) -> Result<u64, Sto
     std::fs::rename(&tmp, &dest).map_err(|e| {
         StoreError::Other(format!("cannot move the restored store into place: {e}"))
     })?;
-    let rows: u64 =
-        Connection::open(&dest)?.query_row("SELECT count(*) FROM hist", [], |r| r.get(0))?;
+    histogram_rows(&Connection::open(&dest)?)
+}
+
+/// Minute, hour and day rows: `hist`, plus `hist_minute` where the file has it (schema version 5 on; a backup
+/// made by an older collector restores as it is and is migrated when a collector opens it).
+fn histogram_rows(conn: &Connection) -> Result<u64, StoreError> {
+    let mut rows: u64 = conn.query_row("SELECT count(*) FROM hist", [], |r| r.get(0))?;
+    let has_minutes: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'hist_minute'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_minutes {
+        rows += conn.query_row("SELECT count(*) FROM hist_minute", [], |r| {
+            r.get::<_, u64>(0)
+        })?;
+    }
     Ok(rows)
 }
 

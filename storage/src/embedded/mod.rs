@@ -19,6 +19,7 @@ pub mod rollup;
 mod schema;
 pub mod spans;
 pub mod sql_functions;
+pub mod view_blob;
 
 use crate::{Accepted, GroupKey, HistQuery, HistogramSource, StoreError};
 use aggregator::MinuteDeltas;
@@ -378,13 +379,13 @@ mod tests {
         assert_eq!(reopened.stored_through(), 9);
     }
 
+    /// Rows of one resolution: views in `hist_minute` for minutes, (view, metric) rows in `hist` otherwise.
     fn rows(conn: &Connection, res: Resolution) -> i64 {
-        conn.query_row(
-            "SELECT count(*) FROM hist WHERE res = ?1",
-            [res as i64],
-            |r| r.get(0),
-        )
-        .unwrap()
+        let sql = match res {
+            Resolution::Minute => "SELECT count(*) FROM hist_minute WHERE ?1 = 0",
+            _ => "SELECT count(*) FROM hist WHERE res = ?1",
+        };
+        conn.query_row(sql, [res as i64], |r| r.get(0)).unwrap()
     }
 
     /// Old minute rows are pruned once their hour is rolled up and out of the minute horizon, and the (table-scanning)
@@ -442,6 +443,7 @@ mod tests {
         device: DeviceClass,
         release: &'static str,
         nav: NavType,
+        metric: Metric,
         value: f64,
     }
 
@@ -453,9 +455,10 @@ mod tests {
                 format!(r#","release":"{}""#, self.release)
             };
             let body = format!(
-                r#"{{"v":1,"site":"s","url":"https://x.example{}"{release},"nav":"{}","metrics":[{{"name":"LCP","value":{}}}]}}"#,
+                r#"{{"v":1,"site":"s","url":"https://x.example{}"{release},"nav":"{}","metrics":[{{"name":"{}","value":{}}}]}}"#,
                 self.page,
                 self.nav.as_str(),
+                self.metric.as_str(),
                 self.value
             );
             Accepted {
@@ -475,15 +478,23 @@ mod tests {
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let r = *x >> 33;
+                // Mostly LCP, the rest spread over the other metrics: minute rows hold every metric of a view.
+                let metric = Metric::ALL[((r / 54 % 8) as usize).saturating_sub(3)];
+                let value = ((*x >> 40) % 21_000) as f64 / 7.0;
                 Raw {
                     t,
                     page: ["/a", "/b", "/c"][(r % 3) as usize],
                     device: DeviceClass::ALL[(r / 3 % 3) as usize],
                     release: ["", "r1", "r2"][(r / 9 % 3) as usize],
                     nav: [NavType::Navigate, NavType::Reload][(r / 27 % 2) as usize],
+                    metric,
                     // Within 3 s, so that day rows hold several values per section (sectioned encoding) while
-                    // minute rows stay small (version 1).
-                    value: ((*x >> 40) % 21_000) as f64 / 7.0,
+                    // minute rows stay small (version 1); CLS within 3.
+                    value: if metric == Metric::Cls {
+                        value / 1000.0
+                    } else {
+                        value
+                    },
                 }
             })
             .collect()
@@ -555,6 +566,19 @@ mod tests {
     /// Checks every shape over `[from, to)` (snapped at `now`): the answer through `hist_page` where it applies, and
     /// through `hist` alone, equal the raw samples recorded directly.
     fn assert_exact(conn: &Connection, raw: &[Raw], from: i64, to: i64, now: i64) {
+        for metric in Metric::ALL {
+            assert_exact_for(conn, raw, from, to, now, metric);
+        }
+    }
+
+    fn assert_exact_for(
+        conn: &Connection,
+        raw: &[Raw],
+        from: i64,
+        to: i64,
+        now: i64,
+        metric: Metric,
+    ) {
         // Ranges reach the store snapped to what is kept at their age (minute rows of old hours are pruned).
         let (from, to) = crate::snap_range(from, to, now);
         // One scratch for every shape, as a pooled reader keeps it: nothing may leak from one query into the next.
@@ -566,7 +590,8 @@ mod tests {
             let mut want: BTreeMap<GroupKey, Histogram> = BTreeMap::new();
             let f = &filters;
             for r in raw.iter().filter(|r| {
-                r.t >= from
+                r.metric == metric
+                    && r.t >= from
                     && r.t < to
                     && f.page.as_deref().is_none_or(|p| p == r.page)
                     && f.device.is_none_or(|d| d == r.device)
@@ -574,11 +599,11 @@ mod tests {
                     && f.nav.is_none_or(|n| n == r.nav)
             }) {
                 let key = GroupKey::project(by, r.page, r.device, r.release, r.nav);
-                want.entry(key).or_default().record(Metric::Lcp, r.value);
+                want.entry(key).or_default().record(metric, r.value);
             }
             let q = HistQuery {
                 site: "s".into(),
-                metric: Metric::Lcp,
+                metric,
                 from_ms: from,
                 to_ms: to,
                 by,
@@ -619,7 +644,7 @@ mod tests {
                 .map(|x| vitals::Quantile::parse(&x.to_string()).unwrap());
             let want: BTreeMap<GroupKey, Summary> = want
                 .iter()
-                .map(|(k, h)| (k.clone(), h.summary(Metric::Lcp, &qs)))
+                .map(|(k, h)| (k.clone(), h.summary(metric, &qs)))
                 .collect();
             let summaries =
                 |page_rows, scratch: &mut query::Scratch| -> BTreeMap<GroupKey, Summary> {
@@ -717,8 +742,11 @@ mod tests {
             rollup::PARTIAL_HOUR_RES
         ));
         let from_minutes = rows(&format!(
-            "SELECT site, metric, {}, start_ms / {HOUR_MS} * {HOUR_MS} AS h, page, hist_merge_agg(hist) FROM hist
-             WHERE res = 0 AND start_ms >= {hours_until} AND start_ms < {merged_until}
+            "WITH m(metric) AS (VALUES (0), (1), (2), (3), (4))
+             SELECT site, metric, {}, start_ms / {HOUR_MS} * {HOUR_MS} AS h, page,
+                    hist_merge_agg(view_pick(hists, metric))
+             FROM hist_minute, m
+             WHERE view_has(hists, metric) AND start_ms >= {hours_until} AND start_ms < {merged_until}
              GROUP BY site, metric, h, page ORDER BY site, metric, h, page",
             rollup::PARTIAL_HOUR_RES
         ));
@@ -876,7 +904,7 @@ mod tests {
         }
     }
 
-    /// A version-3 store opens as version 4 without rebuilding anything (a second span backfill would count every
+    /// A version-3 store opens as the current version without rebuilding anything (a second span backfill would count every
     /// sample twice) and answers as before.
     #[test]
     fn migrates_a_version_3_store_without_rebuilding() {
@@ -888,7 +916,7 @@ mod tests {
         conn.execute_batch("PRAGMA user_version = 3;").unwrap();
         drop(conn);
         let conn = schema::open_writer(&path).unwrap();
-        assert_eq!(count(&conn, "PRAGMA user_version"), 4);
+        assert_eq!(count(&conn, "PRAGMA user_version"), 5);
         assert_eq!(count(&conn, "SELECT count(*) FROM hist_span"), spans);
         assert_spans_match_rows(&conn);
         assert_projection_matches_hist(&conn);
@@ -916,9 +944,10 @@ mod tests {
         let mut scratch = query::Scratch::default();
         let want = query::histograms_reusing(&conn, &q, &mut scratch).unwrap();
         // Page "/c" sorts after "/a" and "/b": the group has merged their rows when it meets the corrupt one, whose
-        // valid prefix is decoded before the trailing byte is refused.
+        // valid prefix is decoded before the trailing byte is refused. (LCP is code 0; the query reads only LCP.)
         conn.execute(
-            "UPDATE hist SET hist = CAST(hist || x'00' AS BLOB) WHERE page = '/c'",
+            "UPDATE hist_minute SET hists = view_of(0, CAST(view_pick(hists, 0) || x'00' AS BLOB))
+             WHERE page = '/c' AND view_has(hists, 0)",
             [],
         )
         .unwrap();
@@ -927,7 +956,23 @@ mod tests {
             Err(StoreError::Corrupt(_))
         ));
         conn.execute(
-            "UPDATE hist SET hist = substr(hist, 1, length(hist) - 1) WHERE page = '/c'",
+            "UPDATE hist_minute SET hists = view_of(0, substr(view_pick(hists, 0), 1, length(view_pick(hists, 0)) - 1))
+             WHERE page = '/c' AND view_has(hists, 0)",
+            [],
+        )
+        .unwrap();
+        // A view blob that is itself damaged is refused the same way.
+        conn.execute(
+            "UPDATE hist_minute SET hists = CAST(hists || x'00' AS BLOB) WHERE page = '/c'",
+            [],
+        )
+        .unwrap();
+        assert!(matches!(
+            query::histograms_reusing(&conn, &q, &mut scratch),
+            Err(StoreError::Corrupt(_))
+        ));
+        conn.execute(
+            "UPDATE hist_minute SET hists = substr(hists, 1, length(hists) - 1) WHERE page = '/c'",
             [],
         )
         .unwrap();
@@ -935,7 +980,9 @@ mod tests {
             query::histograms_reusing(&conn, &q, &mut scratch).unwrap(),
             want
         );
-        assert_eq!(want[0].1.count(), 50);
+        let lcp = raw.iter().filter(|r| r.metric == Metric::Lcp).count();
+        assert!(lcp > 10 && lcp < 50, "{lcp}");
+        assert_eq!(want[0].1.count(), lcp as u64);
     }
 
     /// A store written by schema version 1 (no `hist_page`) opens, gains `hist_page` from its hour and day rows, and
@@ -952,8 +999,21 @@ mod tests {
         for i in 0..400 {
             raw.extend(random_samples(&mut x, t0 + i * 11 * MINUTE_MS, 1));
         }
+        // Every third view also reported TTFB: its minute rows (one per metric in version 1) become one view row.
+        let more: Vec<Raw> = raw
+            .iter()
+            .step_by(3)
+            .filter(|r| r.metric != Metric::Ttfb)
+            .map(|r| Raw {
+                metric: Metric::Ttfb,
+                ..r.clone()
+            })
+            .collect();
+        raw.extend(more);
         // What version 1 wrote: minute rows, plus hour and day rows below the watermarks.
-        let mut v1_rows: BTreeMap<(i64, i64, &str, u8, &str, u8), Histogram> = BTreeMap::new();
+        // (res, metric, start, page, device, release, nav)
+        type V1Key<'a> = (i64, u8, i64, &'a str, u8, &'a str, u8);
+        let mut v1_rows: BTreeMap<V1Key<'_>, Histogram> = BTreeMap::new();
         for r in &raw {
             for (res, until) in [
                 (Resolution::Minute, i64::MAX),
@@ -963,24 +1023,25 @@ mod tests {
                 if r.t < until {
                     let key = (
                         res as i64,
+                        r.metric.code(),
                         res.floor(r.t),
                         r.page,
                         r.device.code(),
                         r.release,
                         r.nav.code(),
                     );
-                    v1_rows.entry(key).or_default().record(Metric::Lcp, r.value);
+                    v1_rows.entry(key).or_default().record(r.metric, r.value);
                 }
             }
         }
         {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(schema::SCHEMA_V1).unwrap();
-            for ((res, start, page, device, release, nav), h) in &v1_rows {
+            for ((res, metric, start, page, device, release, nav), h) in &v1_rows {
                 conn.execute(
                     "INSERT INTO hist(res, site, metric, start_ms, page, device, release, nav, hist)
                      VALUES (?1, 's', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    rusqlite::params![res, Metric::Lcp.code(), start, page, device, release, nav, h.encode()],
+                    rusqlite::params![res, metric, start, page, device, release, nav, h.encode()],
                 )
                 .unwrap();
             }
@@ -990,8 +1051,18 @@ mod tests {
             ))
             .unwrap();
         }
+        // Rows of several metrics of a view become one `hist_minute` row.
+        let minute_views = v1_rows
+            .keys()
+            .filter(|k| k.0 == Resolution::Minute as i64)
+            .map(|k| (k.2, k.3, k.4, k.5, k.6))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as i64;
+        assert!(minute_views < v1_rows.keys().filter(|k| k.0 == 0).count() as i64);
         let conn = schema::open_writer(&path).unwrap();
-        assert_eq!(count(&conn, "PRAGMA user_version"), 4);
+        assert_eq!(count(&conn, "PRAGMA user_version"), 5);
+        assert_eq!(rows(&conn, Resolution::Minute), minute_views);
+        assert_eq!(count(&conn, "SELECT count(*) FROM hist WHERE res = 0"), 0);
         assert_projection_matches_hist(&conn);
         assert_spans_match_rows(&conn);
         let projected = count(&conn, "SELECT count(*) FROM hist_page");

@@ -3,6 +3,7 @@
 
 use super::rollup::watermarks;
 use super::spans;
+use super::view_blob;
 use crate::time_range::{Resolution, DAY_MS, HOUR_MS, MINUTE_MS};
 use crate::{GroupKey, HistQuery, StoreError};
 use rusqlite::types::Value;
@@ -272,13 +273,14 @@ fn median_page(
     let Some(&piece) = pieces.iter().max_by_key(|p| p.times().2) else {
         return Ok(None);
     };
-    let (table, level, code) = piece.source();
+    let (table, _, code) = piece.source();
+    let key = piece.key_sql();
     let (start, _, _) = piece.times();
     // One statement: the bucket's rows are counted, then the cursor steps to the middle one.
     let sql = format!(
-        "SELECT page FROM {table} WHERE site = ?1 AND metric = ?2 AND {level} = ?3 AND start_ms = ?4
+        "SELECT page FROM {table} WHERE {key} AND start_ms = ?4
          ORDER BY page LIMIT 1 OFFSET (SELECT count(*) / 2 FROM {table}
-             WHERE site = ?1 AND metric = ?2 AND {level} = ?3 AND start_ms = ?4)"
+             WHERE {key} AND start_ms = ?4)"
     );
     let page = conn
         .prepare_cached(&sql)?
@@ -708,7 +710,7 @@ fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> 
 /// One range read of a query: rows of one table and one resolution or span length.
 #[derive(Debug, Clone, Copy)]
 enum Piece {
-    /// `hist` rows (every dimension).
+    /// Rows with every dimension: `hist_minute`'s (one per view, every metric) for minutes, `hist`'s otherwise.
     Hist(Resolution, i64, i64),
     /// `hist_page` hour or day rows.
     Page(Resolution, i64, i64),
@@ -798,10 +800,21 @@ impl Piece {
     /// The table, the column holding the resolution or span length, and its value.
     fn source(self) -> (&'static str, &'static str, i64) {
         match self {
+            Piece::Hist(Resolution::Minute, ..) => ("hist_minute", "", 0),
             Piece::Hist(res, ..) => ("hist", "res", res as i64),
             Piece::Page(res, ..) => ("hist_page", "res", res as i64),
             Piece::Span(s, ..) => ("hist_span", "level", s.code()),
             Piece::Partial(..) => ("hist_page", "res", super::rollup::PARTIAL_HOUR_RES),
+        }
+    }
+
+    /// The SQL selecting the piece's site, metric and resolution: `?1`, `?2` and `?3`. `hist_minute` rows hold
+    /// every metric (the reader picks one) and only minutes, so only the site narrows them; `?2` and `?3` are
+    /// still bound, to keep the parameters' numbers the same for every table.
+    fn key_sql(self) -> String {
+        match self.source() {
+            ("hist_minute", ..) => "site = ?1 AND ?2 IS NOT NULL AND ?3 IS NOT NULL".into(),
+            (_, level, _) => format!("site = ?1 AND metric = ?2 AND {level} = ?3"),
         }
     }
 
@@ -820,20 +833,19 @@ impl Piece {
 /// with a page bound, `?4` one bucket start and `?5` the bound, so that the key's page column narrows the seek), then
 /// the filters as `?6`.. in `Filters` order. `hist` rows come with their dimensions, the others with the page only.
 fn piece_sql(piece: Piece, pages: Pages<'_>, f: &crate::Filters) -> String {
-    let (table, level, _) = piece.source();
-    let columns = if matches!(piece, Piece::Hist(..)) {
-        "page, device, release, nav, hist"
-    } else {
-        "page, hist"
+    let (table, _, _) = piece.source();
+    let key = piece.key_sql();
+    let columns = match piece {
+        Piece::Hist(Resolution::Minute, ..) => "page, device, release, nav, hists",
+        Piece::Hist(..) => "page, device, release, nav, hist",
+        _ => "page, hist",
     };
     let time = match pages {
         Pages::All => "start_ms >= ?4 AND start_ms < ?5",
         Pages::Below(_) => "start_ms = ?4 AND page < ?5",
         Pages::From(_) => "start_ms = ?4 AND page >= ?5",
     };
-    let mut sql = format!(
-        "SELECT {columns} FROM {table} WHERE site = ?1 AND metric = ?2 AND {level} = ?3 AND {time}"
-    );
+    let mut sql = format!("SELECT {columns} FROM {table} WHERE {key} AND {time}");
     let mut n = 5;
     let mut filter = |column: &str, present: bool| {
         if present {
@@ -906,7 +918,17 @@ fn read_pieces(
                 }
                 continue;
             }
+            let minutes = matches!(piece, Piece::Hist(Resolution::Minute, ..));
             while let Some(row) = rows.next()? {
+                let hist = if minutes {
+                    // A view row: this metric's histogram, if the view has one.
+                    match view_blob::pick(blob(row, 4)?, q.metric)? {
+                        Some(h) => h,
+                        None => continue,
+                    }
+                } else {
+                    blob(row, 4)?
+                };
                 let device = DeviceClass::from_code(row.get::<_, u8>(1)?).ok_or_else(|| {
                     StoreError::Other("embedded store: unknown device code".into())
                 })?;
@@ -918,7 +940,7 @@ fn read_pieces(
                     release: by.release.then_some(text(row, 2)?),
                     nav: by.nav.then_some(nav),
                 };
-                groups.add(dims, blob(row, 4)?)?;
+                groups.add(dims, hist)?;
             }
         }
     }

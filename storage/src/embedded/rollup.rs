@@ -1,11 +1,14 @@
 //! Writing minute deltas, and rolling closed hours up from minutes and closed days up from hours.
 //!
+//! Minute rows live in `hist_minute`, one per view with every metric's histogram ([`super::view_blob`]); hour and day
+//! rows in `hist`, one per metric. An hour rolls up from `hist_minute` into `hist`, one metric at a time.
+//!
 //! Watermarks in `meta` say how far roll-ups have gone: every hour before `hours_rolled_until` has its hour rows,
 //! every day before `days_rolled_until` its day rows. A delta for a minute that is already rolled up (a beacon
 //! replayed after a restart) is merged into the hour and day rows too, so every resolution stays exact.
 //!
 //! `hist_page` (hour and day rows merged over device, release and nav) follows `hist` step for step: its hours are
-//! rolled from the same minute rows in the same transaction as `hist`'s, its days from its own hours, late deltas
+//! rolled from `hist`'s new hour rows in the same transaction, its days from its own hours, late deltas
 //! reach it like they reach `hist`'s hours and days, and it is pruned with the same cuts. It also holds partial rows
 //! for the hours not yet rolled up ([`PARTIAL_HOUR_RES`]): each closed minute is merged into them once, after
 //! [`MERGE_GRACE_MS`], and a later delta for a merged minute reaches them like a late delta reaches an hour row. An
@@ -13,6 +16,7 @@
 
 use super::aggregator::{MinuteDeltas, ViewKey};
 use super::spans;
+use super::view_blob::{self, Slots};
 use crate::time_range::{Resolution, DAY_MS, HOUR_MS};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::collections::HashMap;
@@ -75,19 +79,14 @@ pub fn merged_until(conn: &Connection) -> rusqlite::Result<i64> {
     Ok(merged.unwrap_or(hours_until).max(hours_until))
 }
 
-/// Merges one (site, metric)'s minute rows `[?4, ?5)`, all in the hour starting at `?3`, into that hour's partial
-/// rows (`res` `?6`), per page.
-const MERGE_PARTIAL: &str = "INSERT INTO hist_page(res, site, metric, start_ms, page, hist)
-    SELECT ?6, site, metric, ?3, page, hist_merge_agg(hist) FROM hist
-    WHERE site = ?1 AND metric = ?2 AND res = 0 AND start_ms >= ?4 AND start_ms < ?5
-    GROUP BY page ORDER BY page
-    ON CONFLICT(site, metric, res, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)";
-
 /// Deletes one (site, metric)'s partial rows (`?3`) of the hour starting at `?4`.
 const DROP_PARTIAL: &str =
     "DELETE FROM hist_page WHERE site = ?1 AND metric = ?2 AND res = ?3 AND start_ms = ?4";
 
 /// Merges every closed minute not yet merged (above the hour watermark) into its hour's partial rows.
+///
+/// In Rust rather than SQL: each view row holds every metric, so one pass over the minutes, per site and hour,
+/// fills all five metrics' partial rows (per page, so memory is bounded by the pages of one site's hour).
 fn merge_closed_minutes(conn: &mut Connection, now_ms: i64) -> rusqlite::Result<()> {
     let from = merged_until(conn)?;
     let to = Resolution::Minute.floor(now_ms - MERGE_GRACE_MS);
@@ -96,13 +95,52 @@ fn merge_closed_minutes(conn: &mut Connection, now_ms: i64) -> rusqlite::Result<
     }
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached(MERGE_PARTIAL)?;
-        for (site, metric) in site_metrics(&tx, "hist")? {
+        let mut read = tx.prepare_cached(
+            "SELECT page, hists FROM hist_minute WHERE site = ?1 AND start_ms >= ?2 AND start_ms < ?3",
+        )?;
+        let mut upsert = tx.prepare_cached(UPSERT_PAGE)?;
+        for site in sites(&tx, "hist_minute")? {
             let mut a = from;
             while a < to {
                 let hour = Resolution::Hour.floor(a);
                 let b = (hour + HOUR_MS).min(to);
-                stmt.execute(params![site, metric, hour, a, b, PARTIAL_HOUR_RES])?;
+                let mut pages: HashMap<String, Slots> = HashMap::new();
+                let mut rows = read.query(params![site, a, b])?;
+                while let Some(row) = rows.next()? {
+                    let page = row.get_ref(0)?.as_str()?;
+                    let sections =
+                        view_blob::sections(row.get_ref(1)?.as_blob()?).map_err(corrupt)?;
+                    let slots = match pages.get_mut(page) {
+                        Some(slots) => slots,
+                        None => pages.entry(page.to_owned()).or_default(),
+                    };
+                    for (slot, section) in slots.iter_mut().zip(sections) {
+                        if let Some(section) = section {
+                            let h = Histogram::decode(section).map_err(corrupt)?;
+                            match slot {
+                                Some(acc) => acc.merge(&h),
+                                None => *slot = Some(h),
+                            }
+                        }
+                    }
+                }
+                // In `hist_page`'s key order: metric, then page.
+                let mut sorted: Vec<(&String, &Slots)> = pages.iter().collect();
+                sorted.sort_unstable_by(|x, y| x.0.cmp(y.0));
+                for metric in Metric::ALL {
+                    for (page, slots) in &sorted {
+                        if let Some(h) = &slots[metric.code() as usize] {
+                            upsert.execute(params![
+                                PARTIAL_HOUR_RES,
+                                site,
+                                metric.code(),
+                                hour,
+                                page,
+                                h.encode()
+                            ])?;
+                        }
+                    }
+                }
                 a = b;
             }
         }
@@ -114,6 +152,17 @@ fn merge_closed_minutes(conn: &mut Connection, now_ms: i64) -> rusqlite::Result<
     tx.commit()
 }
 
+/// A `hist_minute` blob that does not decode: the file is damaged or was written by something else.
+fn corrupt(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+}
+
+/// A view's minute deltas merged into its `hist_minute` row.
+const UPSERT_MINUTE: &str =
+    "INSERT INTO hist_minute(site, start_ms, page, device, release, nav, hists) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+    ON CONFLICT(site, start_ms, page, device, release, nav) DO UPDATE SET hists = view_merge(hists, excluded.hists)";
+
+/// A late delta merged into its hour or day row of `hist`.
 const UPSERT: &str =
     "INSERT INTO hist(res, site, metric, start_ms, page, device, release, nav, hist)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -124,7 +173,19 @@ const UPSERT_PAGE: &str = "INSERT INTO hist_page(res, site, metric, start_ms, pa
     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
     ON CONFLICT(site, metric, res, start_ms, page) DO UPDATE SET hist = hist_merge(hist, excluded.hist)";
 
-/// A minute row's key in `hist`'s key order (site, metric, start, page, device, release, nav; one resolution).
+/// A view's key in `hist_minute`'s key order.
+fn view_order(k: &ViewKey) -> (&str, i64, &str, u8, &str, u8) {
+    (
+        &k.site,
+        k.start_ms,
+        &k.page,
+        k.device.code(),
+        &k.release,
+        k.nav.code(),
+    )
+}
+
+/// A late row's key in `hist`'s key order (site, metric, start, page, device, release, nav; one resolution).
 fn key_order(k: &ViewKey, metric: Metric) -> (&str, u8, i64, &str, u8, &str, u8) {
     (
         &k.site,
@@ -162,10 +223,29 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
     // Deltas for minutes already merged into their hour's partial rows (see [`PARTIAL_HOUR_RES`]), per page.
     let mut partial: HashMap<(Arc<str>, Metric, i64, Arc<str>), Histogram> = HashMap::new();
     {
-        let mut upsert = tx.prepare_cached(UPSERT)?;
         // In the table's key order: consecutive upserts then descend to the same or the next leaf, whose pages are
         // still in the CPU's caches, instead of to a random one each.
-        let mut rows: Vec<_> = deltas.rows().collect();
+        let mut upsert_minute = tx.prepare_cached(UPSERT_MINUTE)?;
+        let mut views: Vec<_> = deltas.views().collect();
+        views.sort_unstable_by(|(a, _), (b, _)| view_order(a).cmp(&view_order(b)));
+        for (k, slots) in views {
+            upsert_minute.execute(params![
+                &*k.site,
+                k.start_ms,
+                &*k.page,
+                k.device.code(),
+                &*k.release,
+                k.nav.code(),
+                view_blob::encode(slots)
+            ])?;
+        }
+        // Minutes already merged into partial hour rows, or rolled up into hours and days: their deltas go there
+        // too (a replay after a restart, or a flush that waited behind a roll-up).
+        let mut upsert = tx.prepare_cached(UPSERT)?;
+        let mut rows: Vec<_> = deltas
+            .rows()
+            .filter(|(k, ..)| k.start_ms < merged)
+            .collect();
         rows.sort_unstable_by(|(a, am, _), (b, bm, _)| key_order(a, *am).cmp(&key_order(b, *bm)));
         for (k, metric, h) in rows {
             let blob = h.encode();
@@ -182,7 +262,6 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
                     &blob
                 ])
             };
-            put(Resolution::Minute)?;
             if k.start_ms >= hours_until && k.start_ms < merged {
                 let hour = Resolution::Hour.floor(k.start_ms);
                 partial
@@ -301,6 +380,31 @@ pub(super) fn site_metrics(conn: &Connection, table: &str) -> rusqlite::Result<V
     }
 }
 
+/// Rolls one site's (`?4`) `hist_minute` rows in [?2, ?3) up into `hist` rows of metric `?5`, resolution ?1, at ?2.
+const ROLL_MINUTES: &str =
+    "INSERT INTO hist(res, site, metric, start_ms, page, device, release, nav, hist)
+    SELECT ?1, site, ?5, ?2, page, device, release, nav, hist_merge_agg(view_pick(hists, ?5))
+    FROM hist_minute WHERE site = ?4 AND start_ms >= ?2 AND start_ms < ?3 AND view_has(hists, ?5)
+    GROUP BY page, device, release, nav
+    ORDER BY page, device, release, nav
+    ON CONFLICT(site, metric, res, start_ms, page, device, release, nav)
+    DO UPDATE SET hist = hist_merge(hist, excluded.hist)";
+
+/// The sites `table` (keyed by site first) holds, one index seek each.
+pub(super) fn sites(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut next = conn.prepare_cached(&format!(
+        "SELECT site FROM {table} WHERE site > ?1 ORDER BY site LIMIT 1"
+    ))?;
+    let mut out: Vec<String> = Vec::new();
+    while let Some(site) = next
+        .query_row([out.last().map_or("", String::as_str)], |r| r.get(0))
+        .optional()?
+    {
+        out.push(site);
+    }
+    Ok(out)
+}
+
 /// Rolls one (site, metric)'s `hist` rows of resolution ?3 in [?2, ?4) up into one row of resolution ?1 at ?2.
 const ROLL_HIST: &str =
     "INSERT INTO hist(res, site, metric, start_ms, page, device, release, nav, hist)
@@ -334,21 +438,31 @@ fn roll(
     to: Resolution,
     start: i64,
 ) -> rusqlite::Result<()> {
-    let (to_res, from_res, end) = (to as i64, from as i64, start + to.ms());
-    let mut stmt = tx.prepare_cached(ROLL_HIST)?;
-    for (site, metric) in site_metrics(tx, "hist")? {
-        stmt.execute(params![to_res, start, from_res, end, site, metric])?;
-    }
-    // `hist_page`'s hours come from the same minute rows; its days from its own hours, which hold the same samples as
-    // `hist`'s hours and are fewer (2.7× with 10 M benchmark samples).
-    let source = if from == Resolution::Minute {
-        "hist"
+    let (to_res, end) = (to as i64, start + to.ms());
+    if from == Resolution::Minute {
+        let mut stmt = tx.prepare_cached(ROLL_MINUTES)?;
+        for site in sites(tx, "hist_minute")? {
+            for metric in Metric::ALL {
+                stmt.execute(params![to_res, start, end, site, metric.code()])?;
+            }
+        }
     } else {
-        "hist_page"
+        let mut stmt = tx.prepare_cached(ROLL_HIST)?;
+        for (site, metric) in site_metrics(tx, "hist")? {
+            stmt.execute(params![to_res, start, from as i64, end, site, metric])?;
+        }
+    }
+    // `hist_page`'s hours come from `hist`'s hour rows just written (in `hist`'s key order, so SQLite groups them by
+    // page as it reads); its days from its own hours, which hold the same samples as `hist`'s hours and are fewer
+    // (2.7× with 10 M benchmark samples).
+    let (source, source_res) = if from == Resolution::Minute {
+        ("hist", Resolution::Hour)
+    } else {
+        ("hist_page", from)
     };
     let mut stmt = tx.prepare_cached(&roll_page(source))?;
     for (site, metric) in site_metrics(tx, source)? {
-        stmt.execute(params![to_res, start, from_res, end, site, metric])?;
+        stmt.execute(params![to_res, start, source_res as i64, end, site, metric])?;
     }
     Ok(())
 }
@@ -437,9 +551,16 @@ fn prune(conn: &mut Connection, res: Resolution, cut: i64, key: &str) -> rusqlit
         return Ok(());
     }
     let tx = conn.transaction()?;
-    // `hist_page` holds no minutes: a DELETE of them would only scan it.
+    if res == Resolution::Minute {
+        let mut stmt =
+            tx.prepare_cached("DELETE FROM hist_minute WHERE site = ?1 AND start_ms < ?2")?;
+        for site in sites(&tx, "hist_minute")? {
+            stmt.execute(params![site, cut])?;
+        }
+    }
+    // Minutes are only in `hist_minute`.
     let tables: &[&str] = match res {
-        Resolution::Minute => &["hist"],
+        Resolution::Minute => &[],
         _ => &["hist", "hist_page"],
     };
     for table in tables {
@@ -504,11 +625,15 @@ mod tests {
         let conn = super::super::schema::open_writer(&dir.path().join("db")).unwrap();
         let mut statements = vec![
             ROLL_HIST.to_string(),
+            ROLL_MINUTES.to_string(),
+            "SELECT page, hists FROM hist_minute WHERE site = ?1 AND start_ms >= ?2 AND start_ms < ?3".into(),
+            "DELETE FROM hist_minute WHERE site = ?1 AND start_ms < ?2".into(),
+            "SELECT site FROM hist_minute WHERE site > ?1 ORDER BY site LIMIT 1".into(),
+            super::super::schema::MOVE_MINUTES_V5.to_string(),
             roll_page("hist"),
             roll_page("hist_page"),
             prune_sql("hist"),
             prune_sql("hist_page"),
-            MERGE_PARTIAL.to_string(),
             DROP_PARTIAL.to_string(),
             "DELETE FROM hist_span WHERE site = ?1 AND metric = ?2 AND level = ?3 AND start_ms < ?4".into(),
             "SELECT metric FROM hist WHERE site = ?1 AND metric > ?2 ORDER BY metric LIMIT 1".into(),

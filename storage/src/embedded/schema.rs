@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Bumped when the schema changes; older files are migrated in [`open_writer`].
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1: the `hist` table (every dimension) and `meta` (watermarks, checkpoint).
 pub(super) const SCHEMA_V1: &str = "
@@ -42,6 +42,29 @@ CREATE TABLE IF NOT EXISTS hist_page (
     PRIMARY KEY (site, metric, res, start_ms, page)
 ) WITHOUT ROWID;
 ";
+
+/// Version 5 moves minute rows out of `hist` into `hist_minute`: one row per view (minute, site, page, device, release,
+/// nav) holding every metric's histogram ([`super::view_blob`]). The per-second flush then upserts a view once
+/// instead of once per metric. `hist` keeps the hour and day rows, per metric.
+const SCHEMA_V5: &str = "
+CREATE TABLE IF NOT EXISTS hist_minute (
+    site     TEXT    NOT NULL,
+    start_ms INTEGER NOT NULL,  -- minute start, Unix ms, UTC
+    page     TEXT    NOT NULL,
+    device   INTEGER NOT NULL,
+    release  TEXT    NOT NULL,
+    nav      INTEGER NOT NULL,
+    hists    BLOB    NOT NULL,  -- view_blob: each metric's vitals::Histogram::encode
+    PRIMARY KEY (site, start_ms, page, device, release, nav)
+) WITHOUT ROWID;
+";
+
+/// Moves one (site, metric)'s minute rows from `hist` into `hist_minute` (version 4 to 5).
+pub(super) const MOVE_MINUTES_V5: &str = "
+INSERT INTO hist_minute(site, start_ms, page, device, release, nav, hists)
+SELECT site, start_ms, page, device, release, nav, view_of(metric, hist) FROM hist
+WHERE site = ?1 AND metric = ?2 AND res = 0
+ON CONFLICT(site, start_ms, page, device, release, nav) DO UPDATE SET hists = view_merge(hists, excluded.hists)";
 
 /// Fills `hist_page` from the hour and day rows a version-1 store already holds (in `hist`'s key order, so SQLite
 /// groups while it scans, without sorting).
@@ -87,6 +110,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         tx.execute_batch(SCHEMA_V1)?;
         tx.execute_batch(SCHEMA_V2)?;
         tx.execute_batch(super::spans::SCHEMA_V3)?;
+        tx.execute_batch(SCHEMA_V5)?;
         if version == 1 {
             tx.execute_batch(BACKFILL_V2)?;
         }
@@ -105,6 +129,17 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
             ] {
                 let cut = super::rollup::pruned_before(&tx, base)?;
                 super::spans::backfill(&tx, base, cut, until)?;
+            }
+        }
+        if (1..5).contains(&version) {
+            // Version 5: minute rows move to `hist_minute`, per (site, metric) so each step seeks (a `res = 0`
+            // filter alone would scan all of `hist`). At most two days of minutes are kept, so this is brief.
+            let mut copy = tx.prepare(MOVE_MINUTES_V5)?;
+            let mut delete =
+                tx.prepare("DELETE FROM hist WHERE site = ?1 AND metric = ?2 AND res = 0")?;
+            for (site, metric) in super::rollup::site_metrics(&tx, "hist")? {
+                copy.execute(rusqlite::params![site, metric])?;
+                delete.execute(rusqlite::params![site, metric])?;
             }
         }
         // Version 4: `hist_page` also holds partial rows for the hours not yet rolled up (`res` 3, see

@@ -1,10 +1,14 @@
 //! SQL functions over encoded histograms, so SQLite itself merges blobs in upserts and roll-ups.
 //!
 //! `hist_merge(a, b)` returns the merge of two encoded histograms; `hist_merge_agg(h)` is its aggregate form.
+//!
+//! Over `hist_minute`'s per-view blobs ([`super::view_blob`]): `view_merge(a, b)` merges two, metric by metric;
+//! `view_has(v, metric)` says whether a view has the metric (reading one byte); `view_pick(v, metric)` is that
+//! metric's encoded histogram (NULL when absent); `view_of(metric, h)` wraps one metric's histogram as a view blob.
 
 use rusqlite::functions::{Aggregate, Context, FunctionFlags};
 use rusqlite::Connection;
-use vitals::Histogram;
+use vitals::{Histogram, Metric};
 
 fn decode_arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Histogram> {
     let bytes = ctx
@@ -12,6 +16,26 @@ fn decode_arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Histogram> {
         .as_blob()
         .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
     Histogram::decode(bytes).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
+}
+
+fn blob_arg<'a>(ctx: &'a Context<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
+    ctx.get_raw(i)
+        .as_blob()
+        .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
+}
+
+fn metric_arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Metric> {
+    let code: i64 = ctx.get(i)?;
+    u8::try_from(code)
+        .ok()
+        .and_then(Metric::from_code)
+        .ok_or_else(|| {
+            rusqlite::Error::UserFunctionError(format!("no metric has code {code}").into())
+        })
+}
+
+fn user_error(e: vitals::histogram::DecodeError) -> rusqlite::Error {
+    rusqlite::Error::UserFunctionError(Box::new(e))
 }
 
 struct MergeAgg;
@@ -39,5 +63,23 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
         a.merge(&decode_arg(ctx, 1)?);
         Ok(a.encode())
     })?;
-    conn.create_aggregate_function("hist_merge_agg", 1, flags, MergeAgg)
+    conn.create_aggregate_function("hist_merge_agg", 1, flags, MergeAgg)?;
+    conn.create_scalar_function("view_merge", 2, flags, |ctx| {
+        super::view_blob::merge(blob_arg(ctx, 0)?, blob_arg(ctx, 1)?).map_err(user_error)
+    })?;
+    conn.create_scalar_function("view_has", 2, flags, |ctx| {
+        let metric = metric_arg(ctx, 1)?;
+        let mask = blob_arg(ctx, 0)?.first().copied().unwrap_or(0);
+        Ok(mask & 1 << metric.code() != 0)
+    })?;
+    conn.create_scalar_function("view_pick", 2, flags, |ctx| {
+        let metric = metric_arg(ctx, 1)?;
+        super::view_blob::pick(blob_arg(ctx, 0)?, metric)
+            .map(|s| s.map(<[u8]>::to_vec))
+            .map_err(user_error)
+    })?;
+    conn.create_scalar_function("view_of", 2, flags, |ctx| {
+        let metric = metric_arg(ctx, 0)?;
+        Ok(super::view_blob::single(metric, blob_arg(ctx, 1)?))
+    })
 }
