@@ -27,10 +27,15 @@ pub fn apply(h: &mut HeaderMap, hsts: bool) {
     h.entry("cross-origin-resource-policy")
         .or_insert(HeaderValue::from_static("same-origin"));
     if hsts {
-        h.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        );
+        self::hsts(h);
     }
     h.remove(header::SERVER);
+}
+
+/// Strict-Transport-Security (only behind TLS, when the policy says so).
+pub fn hsts(h: &mut HeaderMap) {
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+    );
 }
