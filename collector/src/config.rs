@@ -97,7 +97,8 @@ pub struct Config {
     /// Reloaded on SIGHUP.
     #[arg(long = "config", env = "FIELDVITALS_CONFIG")]
     pub policy_file: Option<PathBuf>,
-    /// Seconds a client has to send its request headers (slow clients are cut off).
+    /// Seconds a client has to send its request headers, from connecting or from its last answer (slow clients, and
+    /// keep-alive connections idle that long, are cut off).
     #[arg(long, env = "FIELDVITALS_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_secs: u64,
     /// Seconds a whole request (headers and body) may take.

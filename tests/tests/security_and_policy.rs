@@ -496,6 +496,42 @@ async fn slow_clients_are_cut_off_and_oversized_headers_refused() {
         200,
         "still serving"
     );
+    // The deadline is per request head, not per connection: a keep-alive connection that sends a request every
+    // 300 ms is served for well over the 1 s limit…
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut answered = 0;
+    while start.elapsed() < Duration::from_millis(2500) {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("answered")
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "request {answered} on a busy connection"
+        );
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(answered >= 6, "{answered}");
+    // …and when its next head then stalls, it is closed within the limit of its last answer.
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x")
+        .await
+        .unwrap();
+    let stalled = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the collector closed the stalled connection");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        stalled.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        stalled.elapsed()
+    );
     app.stop().await;
 }
 
