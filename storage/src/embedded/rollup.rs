@@ -17,7 +17,7 @@
 use super::aggregator::{MinuteDeltas, ViewKey};
 use super::spans;
 use super::view_blob::{self, Slots};
-use crate::time_range::{Resolution, DAY_MS, HOUR_MS};
+use crate::time_range::{Resolution, DAY_MS, HOUR_MS, MINUTE_MS};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,8 +85,11 @@ const DROP_PARTIAL: &str =
 
 /// Merges every closed minute not yet merged (above the hour watermark) into its hour's partial rows.
 ///
-/// In Rust rather than SQL: each view row holds every metric, so one pass over the minutes, per site and hour,
-/// fills all five metrics' partial rows (per page, so memory is bounded by the pages of one site's hour).
+/// In Rust rather than SQL: each view row holds every metric, so one pass over a minute's rows fills all five
+/// metrics' partial rows. A minute's rows come in page order (the key's order after site and minute), so each
+/// page's histograms are merged and written as soon as the next page starts: memory holds one page, however many
+/// pages the site has. (Holding every page of a minute at once raised the collector's peak RSS with 100,000 pages
+/// from 123 to 188 MiB.)
 fn merge_closed_minutes(conn: &mut Connection, now_ms: i64) -> rusqlite::Result<()> {
     let from = merged_until(conn)?;
     let to = Resolution::Minute.floor(now_ms - MERGE_GRACE_MS);
@@ -95,41 +98,15 @@ fn merge_closed_minutes(conn: &mut Connection, now_ms: i64) -> rusqlite::Result<
     }
     let tx = conn.transaction()?;
     {
-        let mut read = tx.prepare_cached(
-            "SELECT page, hists FROM hist_minute WHERE site = ?1 AND start_ms >= ?2 AND start_ms < ?3",
-        )?;
+        let mut read = tx.prepare_cached(MINUTE_BY_PAGE)?;
         let mut upsert = tx.prepare_cached(UPSERT_PAGE)?;
         for site in sites(&tx, "hist_minute")? {
-            let mut a = from;
-            while a < to {
-                let hour = Resolution::Hour.floor(a);
-                let b = (hour + HOUR_MS).min(to);
-                let mut pages: HashMap<String, Slots> = HashMap::new();
-                let mut rows = read.query(params![site, a, b])?;
-                while let Some(row) = rows.next()? {
-                    let page = row.get_ref(0)?.as_str()?;
-                    let sections =
-                        view_blob::sections(row.get_ref(1)?.as_blob()?).map_err(corrupt)?;
-                    let slots = match pages.get_mut(page) {
-                        Some(slots) => slots,
-                        None => pages.entry(page.to_owned()).or_default(),
-                    };
-                    for (slot, section) in slots.iter_mut().zip(sections) {
-                        if let Some(section) = section {
-                            let h = Histogram::decode(section).map_err(corrupt)?;
-                            match slot {
-                                Some(acc) => acc.merge(&h),
-                                None => *slot = Some(h),
-                            }
-                        }
-                    }
-                }
-                // In `hist_page`'s key order: metric, then page.
-                let mut sorted: Vec<(&String, &Slots)> = pages.iter().collect();
-                sorted.sort_unstable_by(|x, y| x.0.cmp(y.0));
-                for metric in Metric::ALL {
-                    for (page, slots) in &sorted {
-                        if let Some(h) = &slots[metric.code() as usize] {
+            let mut minute = from;
+            while minute < to {
+                let hour = Resolution::Hour.floor(minute);
+                let mut put = |page: &str, slots: &Slots| -> rusqlite::Result<()> {
+                    for (metric, h) in Metric::ALL.iter().zip(slots) {
+                        if let Some(h) = h {
                             upsert.execute(params![
                                 PARTIAL_HOUR_RES,
                                 site,
@@ -140,8 +117,35 @@ fn merge_closed_minutes(conn: &mut Connection, now_ms: i64) -> rusqlite::Result<
                             ])?;
                         }
                     }
+                    Ok(())
+                };
+                let mut current: Option<(String, Slots)> = None;
+                let mut rows = read.query(params![site, minute])?;
+                while let Some(row) = rows.next()? {
+                    let page = row.get_ref(0)?.as_str()?;
+                    if current.as_ref().is_none_or(|(p, _)| p != page) {
+                        if let Some((p, slots)) = current.take() {
+                            put(&p, &slots)?;
+                        }
+                        current = Some((page.to_owned(), Slots::default()));
+                    }
+                    let slots = &mut current.as_mut().expect("set above").1;
+                    let sections =
+                        view_blob::sections(row.get_ref(1)?.as_blob()?).map_err(corrupt)?;
+                    for (slot, section) in slots.iter_mut().zip(sections) {
+                        if let Some(section) = section {
+                            let h = Histogram::decode(section).map_err(corrupt)?;
+                            match slot {
+                                Some(acc) => acc.merge(&h),
+                                None => *slot = Some(h),
+                            }
+                        }
+                    }
                 }
-                a = b;
+                if let Some((p, slots)) = current.take() {
+                    put(&p, &slots)?;
+                }
+                minute += MINUTE_MS;
             }
         }
     }
@@ -151,6 +155,10 @@ fn merge_closed_minutes(conn: &mut Connection, now_ms: i64) -> rusqlite::Result<
     )?;
     tx.commit()
 }
+
+/// One site's (`?1`) view rows of one minute (`?2`), in page order: the key's own order, so no sort.
+const MINUTE_BY_PAGE: &str =
+    "SELECT page, hists FROM hist_minute WHERE site = ?1 AND start_ms = ?2 ORDER BY page";
 
 /// A `hist_minute` blob that does not decode: the file is damaged or was written by something else.
 fn corrupt(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
@@ -626,7 +634,7 @@ mod tests {
         let mut statements = vec![
             ROLL_HIST.to_string(),
             ROLL_MINUTES.to_string(),
-            "SELECT page, hists FROM hist_minute WHERE site = ?1 AND start_ms >= ?2 AND start_ms < ?3".into(),
+            MINUTE_BY_PAGE.to_string(),
             "DELETE FROM hist_minute WHERE site = ?1 AND start_ms < ?2".into(),
             "SELECT site FROM hist_minute WHERE site > ?1 ORDER BY site LIMIT 1".into(),
             super::super::schema::MOVE_MINUTES_V5.to_string(),
@@ -658,6 +666,13 @@ mod tests {
                 plan.iter().all(|step| !step.starts_with("SCAN")),
                 "{sql}\n{plan:?}"
             );
+            // The partial-hour merge streams a minute's rows page by page: they must come in key order, unsorted.
+            if sql == MINUTE_BY_PAGE {
+                assert!(
+                    plan.iter().all(|step| !step.contains("TEMP B-TREE")),
+                    "{plan:?}"
+                );
+            }
         }
     }
 }
