@@ -27,23 +27,24 @@ use storage::{Accepted, DAY_MS};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-/// One raw row, in the column order of the `samples` table.
+/// One raw row, in the column order of the `samples` table. Its strings are shared by the rows of one beacon (and
+/// `source` by every row): one allocation per string per beacon, not per sample.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize)]
 pub struct RawRow {
     /// Receive time, Unix seconds.
     pub time: u32,
     /// Site.
-    pub site: String,
+    pub site: Arc<str>,
     /// Page key.
-    pub page: String,
+    pub page: Arc<str>,
     /// Host.
-    pub host: String,
+    pub host: Arc<str>,
     /// Path without the query string.
-    pub path: String,
+    pub path: Arc<str>,
     /// Device class code.
     pub device: u8,
     /// Release, `""` for none.
-    pub release: String,
+    pub release: Arc<str>,
     /// Navigation type code.
     pub nav: u8,
     /// Metric code.
@@ -55,15 +56,23 @@ pub struct RawRow {
     /// `vitals::histogram::bucket_of(metric, value)`.
     pub bucket: u64,
     /// The writer's source.
-    pub source: String,
+    pub source: Arc<str>,
     /// The accepted beacon's id.
     pub beacon_id: u64,
 }
 
 /// The rows of one beacon; samples whose values are not finite or out of the metric's bounds are refused here.
-pub fn rows_of(a: &Accepted, source: &str) -> (Vec<RawRow>, usize) {
+pub fn rows_of(a: &Accepted, source: &Arc<str>) -> (Vec<RawRow>, usize) {
     let b = &a.beacon;
     let mut refused = 0;
+    let shared = |s: &str| -> Arc<str> { s.into() };
+    let (site, page, host, path) = (
+        shared(b.site.as_str()),
+        shared(b.url.page()),
+        shared(b.url.host()),
+        shared(b.url.path()),
+    );
+    let release = shared(b.release.as_ref().map_or("", |r| r.as_str()));
     let rows = b
         .metrics
         .iter()
@@ -74,18 +83,18 @@ pub fn rows_of(a: &Accepted, source: &str) -> (Vec<RawRow>, usize) {
         })
         .map(|s| RawRow {
             time: a.received_at_ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32,
-            site: b.site.as_str().to_string(),
-            page: b.url.page().to_string(),
-            host: b.url.host().to_string(),
-            path: b.url.path().to_string(),
+            site: site.clone(),
+            page: page.clone(),
+            host: host.clone(),
+            path: path.clone(),
             device: a.device.code(),
-            release: b.release.as_ref().map_or("", |r| r.as_str()).to_string(),
+            release: release.clone(),
             nav: b.nav.code(),
             metric: s.metric.code(),
             value: s.value,
             rating: s.metric.rate(s.value).code(),
             bucket: vitals::histogram::bucket_of(s.metric, s.value),
-            source: source.to_string(),
+            source: source.clone(),
             beacon_id: a.id,
         })
         .collect();
@@ -411,6 +420,7 @@ async fn run(
     let mut failures: u32 = 0;
     let mut verify = true; // the first insert checks what a previous process already stored
     let mut last_id = 0u64;
+    let source: Arc<str> = cfg.source.as_str().into();
     // Everything at or below this id is known to be stored: skipped on intake and removed from held batches.
     let mut skip_through = 0u64;
     let mut input_open = true;
@@ -523,7 +533,7 @@ async fn run(
                         sealed.push_back(std::mem::take(&mut current));
                         opened_at = None;
                     }
-                    let (rows, refused) = rows_of(&a, &cfg.source);
+                    let (rows, refused) = rows_of(&a, &source);
                     if refused > 0 {
                         tracing::warn!(beacon_id = a.id, refused, "samples with impossible values dropped before insert");
                         m.data_error_rows.fetch_add(refused as u64, Ordering::Relaxed);
@@ -568,18 +578,18 @@ mod tests {
     fn row(id: u64) -> RawRow {
         RawRow {
             time: 0,
-            site: String::new(),
-            page: String::new(),
-            host: String::new(),
-            path: String::new(),
+            site: "".into(),
+            page: "".into(),
+            host: "".into(),
+            path: "".into(),
             device: 0,
-            release: String::new(),
+            release: "".into(),
             nav: 0,
             metric: 0,
             value: 0.0,
             rating: 0,
             bucket: 0,
-            source: String::new(),
+            source: "".into(),
             beacon_id: id,
         }
     }
