@@ -11,7 +11,7 @@ const SCHEMA_VERSION: i64 = 5;
 /// Version 1: the `hist` table (every dimension) and `meta` (watermarks, checkpoint).
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS hist (
-    res      INTEGER NOT NULL,  -- 0 minute, 1 hour, 2 day
+    res      INTEGER NOT NULL,  -- 1 hour, 2 day (0 minute before version 5; now in hist_minute)
     site     TEXT    NOT NULL,
     metric   INTEGER NOT NULL,  -- vitals::Metric::code
     start_ms INTEGER NOT NULL,  -- bucket start, Unix ms, UTC
