@@ -1085,7 +1085,8 @@ impl Merger {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as a LEB128 varint (what the encodings here use; storage frames its blobs with it too).
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -1093,8 +1094,10 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Reads a LEB128 varint from the front of `input` and advances past it; [`DecodeError::Malformed`] when cut short or
+/// longer than 64 bits.
 #[inline(always)]
-fn get_varint(input: &mut &[u8]) -> Result<u64, DecodeError> {
+pub fn get_varint(input: &mut &[u8]) -> Result<u64, DecodeError> {
     // Most counts and bucket deltas take one or two bytes, in no predictable pattern: decoded here without a branch
     // on which (a merge decodes millions), the rest in the loop below.
     let bytes: &[u8] = input;

@@ -11,11 +11,7 @@ use rusqlite::Connection;
 use vitals::{Histogram, Metric};
 
 fn decode_arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Histogram> {
-    let bytes = ctx
-        .get_raw(i)
-        .as_blob()
-        .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
-    Histogram::decode(bytes).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
+    Histogram::decode(blob_arg(ctx, i)?).map_err(user_error)
 }
 
 fn blob_arg<'a>(ctx: &'a Context<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
@@ -68,9 +64,10 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
         super::view_blob::merge(blob_arg(ctx, 0)?, blob_arg(ctx, 1)?).map_err(user_error)
     })?;
     conn.create_scalar_function("view_has", 2, flags, |ctx| {
-        let metric = metric_arg(ctx, 1)?;
-        let mask = blob_arg(ctx, 0)?.first().copied().unwrap_or(0);
-        Ok(mask & 1 << metric.code() != 0)
+        Ok(super::view_blob::has(
+            blob_arg(ctx, 0)?,
+            metric_arg(ctx, 1)?,
+        ))
     })?;
     conn.create_scalar_function("view_pick", 2, flags, |ctx| {
         let metric = metric_arg(ctx, 1)?;

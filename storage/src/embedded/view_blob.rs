@@ -9,7 +9,7 @@
 //! Format: one byte with bit `i` set when [`Metric::code`] `i` is present; then, for each present metric in code
 //! order, the length of its encoding as a LEB128 varint and its [`Histogram::encode`] bytes.
 
-use vitals::histogram::DecodeError;
+use vitals::histogram::{get_varint, put_varint, DecodeError};
 use vitals::{Histogram, Metric};
 
 /// One optional histogram per metric, indexed by [`Metric::code`].
@@ -21,41 +21,37 @@ pub fn encode(slots: &Slots) -> Vec<u8> {
         .iter()
         .map(|h| h.as_ref().map(Histogram::encode))
         .collect();
-    let mut out =
-        Vec::with_capacity(1 + encoded.iter().flatten().map(|e| e.len() + 3).sum::<usize>());
-    out.push(mask(encoded.iter().map(Option::is_some)));
-    for e in encoded.iter().flatten() {
-        put(&mut out, e);
-    }
-    out
-}
-
-fn mask(present: impl Iterator<Item = bool>) -> u8 {
-    present
-        .enumerate()
-        .fold(0, |m, (i, p)| if p { m | 1 << i } else { m })
-}
-
-fn put(out: &mut Vec<u8>, section: &[u8]) {
-    let mut n = section.len() as u64;
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(section);
+    assemble(&encoded)
 }
 
 /// A view blob holding one metric's already encoded histogram.
 pub fn single(metric: Metric, encoded: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(encoded.len() + 4);
-    out.push(1 << metric.code());
-    put(&mut out, encoded);
+    let mut sections: [Option<&[u8]>; Metric::ALL.len()] = [None; Metric::ALL.len()];
+    sections[metric.code() as usize] = Some(encoded);
+    assemble(&sections)
+}
+
+/// The blob of encoded sections, one per metric code.
+fn assemble<S: AsRef<[u8]>>(sections: &[Option<S>]) -> Vec<u8> {
+    let present = sections.iter().flatten().map(|s| s.as_ref());
+    let mut out = Vec::with_capacity(1 + present.clone().map(|s| s.len() + 3).sum::<usize>());
+    out.push(
+        sections
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, s)| if s.is_some() { m | 1 << i } else { m }),
+    );
+    for s in present {
+        put_varint(&mut out, s.len() as u64);
+        out.extend_from_slice(s);
+    }
     out
+}
+
+/// Whether the view has a histogram for `metric` (reads the first byte only).
+pub fn has(blob: &[u8], metric: Metric) -> bool {
+    blob.first()
+        .is_some_and(|mask| mask & 1 << metric.code() != 0)
 }
 
 /// Each metric's encoded histogram, borrowed from the blob. A blob cut short, with bytes left over or with a bit
@@ -70,21 +66,7 @@ pub fn sections(blob: &[u8]) -> Result<[Option<&[u8]>; Metric::ALL.len()], Decod
         if mask & 1 << i == 0 {
             continue;
         }
-        let mut len = 0u64;
-        let mut shift = 0;
-        loop {
-            let (&b, r) = rest.split_first().ok_or(DecodeError::Malformed)?;
-            rest = r;
-            if shift > 56 {
-                return Err(DecodeError::Malformed);
-            }
-            len |= u64::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let len = usize::try_from(len).map_err(|_| DecodeError::Malformed)?;
+        let len = usize::try_from(get_varint(&mut rest)?).map_err(|_| DecodeError::Malformed)?;
         if len > rest.len() {
             return Err(DecodeError::Malformed);
         }
@@ -118,13 +100,7 @@ pub fn merge(a: &[u8], b: &[u8]) -> Result<Vec<u8>, DecodeError> {
             (None, None) => None,
         });
     }
-    let mut out =
-        Vec::with_capacity(1 + merged.iter().flatten().map(|s| s.len() + 3).sum::<usize>());
-    out.push(mask(merged.iter().map(Option::is_some)));
-    for s in merged.iter().flatten() {
-        put(&mut out, s);
-    }
-    Ok(out)
+    Ok(assemble(&merged))
 }
 
 #[cfg(test)]
