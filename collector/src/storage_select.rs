@@ -83,6 +83,22 @@ pub struct ClickHouseArgs {
         default_value_t = 400
     )]
     pub rollup_retention_days: u32,
+    /// Rows per ClickHouse insert at most (a batch is also sent when its oldest row is --clickhouse-batch-max-age-ms
+    /// old).
+    #[arg(
+        long = "clickhouse-batch-rows",
+        env = "FIELDVITALS_CLICKHOUSE_BATCH_ROWS",
+        default_value_t = ClickHouseConfig::default().batch_rows
+    )]
+    pub batch_rows: usize,
+    /// Milliseconds a row waits at most before its batch is inserted (1 to 1000): fewer, larger inserts cost
+    /// ClickHouse less merging; shorter ones make beacons queryable sooner.
+    #[arg(
+        long = "clickhouse-batch-max-age-ms",
+        env = "FIELDVITALS_CLICKHOUSE_BATCH_MAX_AGE_MS",
+        default_value_t = ClickHouseConfig::default().batch_max_age.as_millis() as u64
+    )]
+    pub batch_max_age_ms: u64,
 }
 
 impl Default for ClickHouseArgs {
@@ -97,6 +113,8 @@ impl Default for ClickHouseArgs {
             cluster: None,
             raw_retention_days: 30,
             rollup_retention_days: 400,
+            batch_rows: ClickHouseConfig::default().batch_rows,
+            batch_max_age_ms: ClickHouseConfig::default().batch_max_age.as_millis() as u64,
         }
     }
 }
@@ -118,6 +136,12 @@ impl ClickHouseArgs {
             cluster: self.cluster.clone(),
             raw_retention_days: self.raw_retention_days,
             rollup_retention_days: self.rollup_retention_days,
+            batch_rows: self.batch_rows,
+            batch_max_age: Duration::from_millis(self.batch_max_age_ms),
+            // Room for the batch being filled, one being inserted and one sealed behind it.
+            max_backlog_rows: ClickHouseConfig::default()
+                .max_backlog_rows
+                .max(self.batch_rows.saturating_mul(3)),
             ..ClickHouseConfig::default()
         };
         cfg.validate()?;
@@ -167,6 +191,10 @@ impl ClickHouseArgs {
         out += &format!(
             "clickhouse_raw_retention_days = {}\nclickhouse_rollup_retention_days = {}\n",
             self.raw_retention_days, self.rollup_retention_days
+        );
+        out += &format!(
+            "clickhouse_batch_rows = {}\nclickhouse_batch_max_age_ms = {}\n",
+            self.batch_rows, self.batch_max_age_ms
         );
         out
     }

@@ -87,9 +87,12 @@ impl Default for ClickHouseConfig {
             source: "default".into(),
             raw_retention_days: 30,
             rollup_retention_days: 400,
-            batch_rows: 20_000,
-            batch_max_age: Duration::from_millis(500),
-            max_backlog_rows: 200_000,
+            // ClickHouse's own guidance is about one insert per second: every insert makes a part in the raw table
+            // and one in the rollup, and merging small parts was most of the server's CPU at the ingest ceiling
+            // (docs/benchmarks.md). At ~100,000 rows/s (one collector's ceiling here) the age cuts before the count.
+            batch_rows: 100_000,
+            batch_max_age: Duration::from_secs(1),
+            max_backlog_rows: 300_000,
             insert_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(30),
             retry_min: Duration::from_millis(100),

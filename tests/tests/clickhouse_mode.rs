@@ -369,6 +369,34 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
         stdout.contains(&format!("clickhouse_url = \"{url}\"")),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("clickhouse_batch_rows = 100000\nclickhouse_batch_max_age_ms = 1000\n"),
+        "{stdout}"
+    );
+    let out = collector(
+        &[
+            "--clickhouse-batch-rows",
+            "5000",
+            "--clickhouse-batch-max-age-ms",
+            "250",
+            "config",
+            "show",
+        ],
+        "",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("clickhouse_batch_rows = 5000\nclickhouse_batch_max_age_ms = 250\n"),
+        "{stdout}"
+    );
+    // Batches older than a second are refused, with the reason.
+    let out = collector(&["--clickhouse-batch-max-age-ms", "1500", "migrate"], "");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at most 1 s"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // There is no flag that takes the password itself.
     let out = collector(&["--clickhouse-password", "x", "config", "show"], "");
     assert!(!out.status.success());
