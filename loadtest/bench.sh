@@ -12,6 +12,9 @@
 #   OUT               results directory (default /tmp/fv-bench); every run's JSON lands there
 #   DURATION          seconds per throughput run (default 20); RSS_SECONDS (default 300)
 #   CONNECTIONS       keep-alive connections (default 64); LOADTEST_THREADS (default 1)
+#   PAIRS             sink/server pairs run back to back for the (2)/(1) and (3)/(1) ratios (default 3): each
+#                     pair's ratio is printed and the median pair is reported (a shared machine drifts by tens of
+#                     percent within minutes, so a ratio of runs minutes apart says little)
 #   QUERY_SAMPLES     samples seeded for step 5 (default 10000000)
 #   QUERY_DATA, QUERY_NOW_MS  reuse an embedded store seeded earlier (`loadtest seed --data-dir … --now-ms …` with
 #                     the same samples, 1,000 pages, 28 days): step 5 then seeds only ClickHouse
@@ -23,6 +26,7 @@ OUT="${OUT:-/tmp/fv-bench}"
 DURATION="${DURATION:-20}"
 RSS_SECONDS="${RSS_SECONDS:-300}"
 CONNECTIONS="${CONNECTIONS:-64}"
+PAIRS="${PAIRS:-3}"
 LOADTEST_THREADS="${LOADTEST_THREADS:-1}"
 QUERY_SAMPLES="${QUERY_SAMPLES:-10000000}"
 SINK_PORT=18099
@@ -60,6 +64,15 @@ wait_port() {
     sleep 0.05
   done
   echo "nothing answers on port $1" >&2
+  return 1
+}
+
+wait_tcp() { # the sink has no health route: wait until its port accepts connections
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
   return 1
 }
 
@@ -138,6 +151,29 @@ LUA
   fi
 }
 
+# One closed-loop run of the sink: $1 run name.
+sink_max_run() {
+  "${LT[@]}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
+  SPID=$!
+  PIDS+=("$SPID")
+  wait_tcp "$SINK_PORT"
+  SERVER_PID=$SPID lt_run "$1" --target "http://127.0.0.1:$SINK_PORT" --duration "$DURATION" --connections "$CONNECTIONS"
+  stop_pid "$SPID"
+}
+
+# The pair whose ratio is the median of PAIRS pairs "<sink run> <server run>": prints "ratio sink-run server-run";
+# the runs' names are $1-$i and $2-$i.
+median_pair() {
+  python3 - "$OUT" "$PAIRS" "$1" "$2" <<'PY'
+import json, sys
+out, n, a, b = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rate = lambda name: json.load(open(f"{out}/{name}.json"))["run"]["accepted_rate"]
+pairs = sorted((rate(f"{b}-{i}") / rate(f"{a}-{i}"), f"{a}-{i}", f"{b}-{i}") for i in range(1, n + 1))
+r, x, y = pairs[(len(pairs) - 1) // 2]
+print(f"{r:.3f} {x} {y}")
+PY
+}
+
 sample_rss() { # $1 pid, $2 file: VmRSS in KiB once a second while the pid lives
   while kill -0 "$1" 2>/dev/null; do
     awk -v t="$(date +%s)" '/VmRSS/{print t, $2}' "/proc/$1/status" 2>/dev/null >>"$2" || true
@@ -148,21 +184,33 @@ sample_rss() { # $1 pid, $2 file: VmRSS in KiB once a second while the pid lives
 for step in $STEPS; do
   case "$step" in
   ingest)
-    say "(1) the limit: axum sink, read body, 204"
+    # (1) and (2) alternate, PAIRS times, each pair back to back; the median pair gives the ratio.
+    for i in $(seq 1 "$PAIRS"); do
+      say "(1) the limit: axum sink, read body, 204 (pair $i of $PAIRS)"
+      sink_max_run "sink-max-$i"
+      say "(2) fieldvitals, embedded store + spool, full path (pair $i of $PAIRS)"
+      rm -rf "$OUT/data-ingest"
+      start_collector "$OUT/data-ingest"
+      SERVER_PID=$CPID lt_run "collector-max-$i" --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix max
+      stop_pid "$CPID"
+      note "pair $i: (2)/(1) = $(python3 -c "print(round($(rate_of "collector-max-$i")/$(rate_of "sink-max-$i"), 3))")"
+    done
+    read -r RATIO2 SINK_RUN COLL_RUN < <(median_pair sink-max collector-max)
+    cp "$OUT/$SINK_RUN.json" "$OUT/sink-max.json"
+    cp "$OUT/$COLL_RUN.json" "$OUT/collector-max.json"
+    SINK_MAX=$(rate_of sink-max)
+    COLL_MAX=$(rate_of collector-max)
+    note "ratio (2)/(1) max beacons/s, median of $PAIRS pairs ($COLL_RUN / $SINK_RUN): $RATIO2"
+
+    say "(1) and (2): wrk cross-check, latency at lower rates, verify"
     "${LT[@]}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
     SPID=$!
     PIDS+=("$SPID")
-    sleep 0.5
-    SERVER_PID=$SPID lt_run sink-max --target "http://127.0.0.1:$SINK_PORT" --duration "$DURATION" --connections "$CONNECTIONS"
-    SINK_MAX=$(rate_of sink-max)
+    wait_tcp "$SINK_PORT"
     wrk_run sink-wrk "http://127.0.0.1:$SINK_PORT/v1/beacon"
     stop_pid "$SPID"
-
-    say "(2) fieldvitals, embedded store + spool, full path"
     rm -rf "$OUT/data-ingest"
     start_collector "$OUT/data-ingest"
-    SERVER_PID=$CPID lt_run collector-max --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix max
-    COLL_MAX=$(rate_of collector-max)
     HALF=$(python3 -c "print(int($COLL_MAX/2))")
     lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix half --verify
     # Where the p99 stays low: lighter open-loop loads.
@@ -171,7 +219,6 @@ for step in $STEPS; do
     done
     wrk_run collector-wrk "http://127.0.0.1:$COLLECTOR_PORT/v1/beacon"
     stop_pid "$CPID"
-    note "ratio (2)/(1) max beacons/s: $(python3 -c "print(round($COLL_MAX/$SINK_MAX, 3))")"
 
     # The latency floor of this machine and load generator at the same open-loop rate: what (2)'s p99 at half
     # rate is to be read against.
@@ -188,20 +235,33 @@ for step in $STEPS; do
       note "(3) skipped: set CH_COLLECTOR_BIN to a collector built with the ClickHouse store"
       continue
     fi
-    say "(3) fieldvitals with ClickHouse"
     bash .ci/clickhouse.sh start >/dev/null
+    SAVED="$COLLECTOR_BIN"
+    COLLECTOR_BIN="$CH_COLLECTOR_BIN"
+    for i in $(seq 1 "$PAIRS"); do
+      say "(1) the limit again, before (3) (pair $i of $PAIRS)"
+      sink_max_run "sink-ch-$i"
+      say "(3) fieldvitals with ClickHouse (pair $i of $PAIRS)"
+      curl -fsS "$CH_URL/" --data-binary "DROP DATABASE IF EXISTS fv_bench" >/dev/null
+      rm -rf "$OUT/data-ch"
+      "$CH_COLLECTOR_BIN" --data-dir "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench migrate
+      start_collector "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench
+      SERVER_PID=$CPID lt_run "ch-collector-max-$i" --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chmax
+      stop_pid "$CPID"
+      note "pair $i: (3)/(1) = $(python3 -c "print(round($(rate_of "ch-collector-max-$i")/$(rate_of "sink-ch-$i"), 3))")"
+    done
+    read -r RATIO3 SINK_RUN CH_RUN < <(median_pair sink-ch ch-collector-max)
+    cp "$OUT/$CH_RUN.json" "$OUT/ch-collector-max.json"
+    CH_MAX=$(rate_of ch-collector-max)
+    note "ratio (3)/(1) max beacons/s, median of $PAIRS pairs ($CH_RUN / $SINK_RUN): $RATIO3"
+    say "(3) at half its rate, with verify and freshness"
     curl -fsS "$CH_URL/" --data-binary "DROP DATABASE IF EXISTS fv_bench" >/dev/null
     rm -rf "$OUT/data-ch"
     "$CH_COLLECTOR_BIN" --data-dir "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench migrate
-    SAVED="$COLLECTOR_BIN"
-    COLLECTOR_BIN="$CH_COLLECTOR_BIN"
     start_collector "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench
     COLLECTOR_BIN="$SAVED"
-    SERVER_PID=$CPID lt_run ch-collector-max --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chmax
-    CH_MAX=$(rate_of ch-collector-max)
     lt_run ch-collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($CH_MAX/2))")" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chhalf --verify
     stop_pid "$CPID"
-    [ -n "${SINK_MAX:-}" ] && note "ratio (3)/(1) max beacons/s: $(python3 -c "print(round($CH_MAX/$SINK_MAX, 3))")"
     ;;
   direct)
     say "(4) no collector: one INSERT … FORMAT JSONEachRow per beacon into ClickHouse"
