@@ -18,7 +18,8 @@
 #   QUERY_SAMPLES     samples seeded for step 5 (default 10000000)
 #   QUERY_DATA, QUERY_NOW_MS  reuse an embedded store seeded earlier (`loadtest seed --data-dir … --now-ms …` with
 #                     the same samples, 1,000 pages, 28 days): step 5 then seeds only ClickHouse
-# ClickHouse: a private server from .ci/clickhouse.sh (ports 18223/19100, data in $OUT/clickhouse).
+# ClickHouse: a private server from .ci/clickhouse.sh (ports 18223/19100, data in $OUT/clickhouse), stopped at the end
+# when this run started it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -55,6 +56,8 @@ note "collector: $COLLECTOR_BIN"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  # A server this run started is stopped; one that was already running is left alone.
+  if [ -n "${CH_OURS:-}" ]; then bash .ci/clickhouse.sh stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 
@@ -65,6 +68,14 @@ wait_port() {
   done
   echo "nothing answers on port $1" >&2
   return 1
+}
+
+ch_start() {
+  if [ -z "${CH_OURS:-}" ] && ! bash .ci/clickhouse.sh status >/dev/null 2>&1; then CH_OURS=1; fi
+  bash .ci/clickhouse.sh start >/dev/null || {
+    echo "bench.sh: ClickHouse did not start on ports $FV_CH_HTTP_PORT/$FV_CH_TCP_PORT; is another server using them? ($FV_CH_DIR/log)" >&2
+    return 1
+  }
 }
 
 wait_tcp() { # the sink has no health route: wait until its port accepts connections
@@ -235,7 +246,7 @@ for step in $STEPS; do
       note "(3) skipped: set CH_COLLECTOR_BIN to a collector built with the ClickHouse store"
       continue
     fi
-    bash .ci/clickhouse.sh start >/dev/null
+    ch_start
     SAVED="$COLLECTOR_BIN"
     COLLECTOR_BIN="$CH_COLLECTOR_BIN"
     for i in $(seq 1 "$PAIRS"); do
@@ -265,7 +276,7 @@ for step in $STEPS; do
     ;;
   direct)
     say "(4) no collector: one INSERT … FORMAT JSONEachRow per beacon into ClickHouse"
-    bash .ci/clickhouse.sh start >/dev/null
+    ch_start
     curl -fsS "$CH_URL/" --data-binary "DROP TABLE IF EXISTS default.fv_direct" >/dev/null
     curl -fsS "$CH_URL/" --data-binary "CREATE TABLE default.fv_direct (ts UInt64, site String, page String, device String, release String, nav String, metric String, value Float64) ENGINE = MergeTree() PARTITION BY intDiv(ts, 86400000) ORDER BY (site, metric, page, ts)" >/dev/null
     lt_run direct-max --target "$CH_URL" --clickhouse-table default.fv_direct --duration "$DURATION" --connections "$CONNECTIONS" --pool 50000
@@ -277,7 +288,7 @@ for step in $STEPS; do
     ;;
   query)
     say "(5) p75 by page, one site, 28 days, $QUERY_SAMPLES samples, 1,000 pages"
-    bash .ci/clickhouse.sh start >/dev/null
+    ch_start
     curl -fsS "$CH_URL/" --data-binary "DROP TABLE IF EXISTS default.fv_raw" >/dev/null
     if [ -n "${QUERY_DATA:-}" ]; then
       # A store seeded earlier with the same sample count, pages, days and seed (QUERY_NOW_MS is its --now-ms):
