@@ -102,6 +102,11 @@ impl Default for ClickHouseConfig {
     }
 }
 
+/// The largest batch. ClickHouse forms blocks of at most `max_insert_block_size` rows (1,048,576 by default) and,
+/// on newer servers, cuts them at `min_insert_block_size_bytes` (256 MiB) too; half a million rows of a few hundred
+/// bytes stay one block under both, so an insert stays atomic.
+pub const MAX_BATCH_ROWS: usize = 500_000;
+
 /// A configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("clickhouse config: {0}")]
@@ -158,6 +163,14 @@ impl ClickHouseConfig {
                 "batches need at least one row and a maximum age above 0 and at most 1 s".into(),
             );
         }
+        // ClickHouse cuts the rows of an insert it parses into blocks (about a million rows or 256 MiB by default),
+        // and only a single block is atomic: a larger batch could be half stored after a failure, which exactly-once
+        // relies on never happening.
+        if self.batch_rows > MAX_BATCH_ROWS {
+            return err(format!(
+                "batches of more than {MAX_BATCH_ROWS} rows would not be one block (atomic) in ClickHouse"
+            ));
+        }
         if self.max_backlog_rows < self.batch_rows {
             return err("max backlog rows must be at least the batch size".into());
         }
@@ -211,6 +224,11 @@ mod tests {
             },
             ClickHouseConfig {
                 max_backlog_rows: 10,
+                ..Default::default()
+            },
+            ClickHouseConfig {
+                batch_rows: MAX_BATCH_ROWS + 1,
+                max_backlog_rows: 4 * MAX_BATCH_ROWS,
                 ..Default::default()
             },
         ] {
