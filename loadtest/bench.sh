@@ -162,6 +162,14 @@ LUA
   fi
 }
 
+# The ClickHouse collector (COLLECTOR_BIN set to it) on an empty database and data dir; sets CPID.
+start_ch_collector() {
+  curl -fsS "$CH_URL/" --data-binary "DROP DATABASE IF EXISTS fv_bench" >/dev/null
+  rm -rf "$OUT/data-ch"
+  "$CH_COLLECTOR_BIN" --data-dir "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench migrate
+  start_collector "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench
+}
+
 # One closed-loop run of the sink: $1 run name.
 sink_max_run() {
   "${LT[@]}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
@@ -253,10 +261,7 @@ for step in $STEPS; do
       say "(1) the limit again, before (3) (pair $i of $PAIRS)"
       sink_max_run "sink-ch-$i"
       say "(3) fieldvitals with ClickHouse (pair $i of $PAIRS)"
-      curl -fsS "$CH_URL/" --data-binary "DROP DATABASE IF EXISTS fv_bench" >/dev/null
-      rm -rf "$OUT/data-ch"
-      "$CH_COLLECTOR_BIN" --data-dir "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench migrate
-      start_collector "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench
+      start_ch_collector
       SERVER_PID=$CPID lt_run "ch-collector-max-$i" --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chmax
       stop_pid "$CPID"
       note "pair $i: (3)/(1) = $(python3 -c "print(round($(rate_of "ch-collector-max-$i")/$(rate_of "sink-ch-$i"), 3))")"
@@ -266,10 +271,7 @@ for step in $STEPS; do
     CH_MAX=$(rate_of ch-collector-max)
     note "ratio (3)/(1) max beacons/s, median of $PAIRS pairs ($CH_RUN / $SINK_RUN): $RATIO3"
     say "(3) at half its rate, with verify and freshness"
-    curl -fsS "$CH_URL/" --data-binary "DROP DATABASE IF EXISTS fv_bench" >/dev/null
-    rm -rf "$OUT/data-ch"
-    "$CH_COLLECTOR_BIN" --data-dir "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench migrate
-    start_collector "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench
+    start_ch_collector
     COLLECTOR_BIN="$SAVED"
     lt_run ch-collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($CH_MAX/2))")" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chhalf --verify
     stop_pid "$CPID"
