@@ -159,6 +159,8 @@ LUA
   if command -v wrk >/dev/null; then
     wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$OUT/post.lua" "$2" >"$OUT/$1.txt" 2>&1 || true
     note "$1: $(grep -E 'Requests/sec' "$OUT/$1.txt" | tr -s ' '); $(grep -E '^ +99%' "$OUT/$1.txt" | tr -s ' ' | sed 's/^ /p99 /') ; non-2xx: $(grep -c 'Non-2xx' "$OUT/$1.txt" || true)"
+  else
+    note "$1: skipped, wrk is not installed (apt-get install wrk)"
   fi
 }
 
