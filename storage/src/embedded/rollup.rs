@@ -130,17 +130,7 @@ fn merge_closed_minutes(conn: &mut Connection, now_ms: i64) -> rusqlite::Result<
                         current = Some((page.to_owned(), Slots::default()));
                     }
                     let slots = &mut current.as_mut().expect("set above").1;
-                    let sections =
-                        view_blob::sections(row.get_ref(1)?.as_blob()?).map_err(corrupt)?;
-                    for (slot, section) in slots.iter_mut().zip(sections) {
-                        if let Some(section) = section {
-                            let h = Histogram::decode(section).map_err(corrupt)?;
-                            match slot {
-                                Some(acc) => acc.merge(&h),
-                                None => *slot = Some(h),
-                            }
-                        }
-                    }
+                    view_blob::merge_into(slots, row.get_ref(1)?.as_blob()?).map_err(corrupt)?;
                 }
                 if let Some((p, slots)) = current.take() {
                     put(&p, &slots)?;

@@ -85,6 +85,20 @@ pub fn pick(blob: &[u8], metric: Metric) -> Result<Option<&[u8]>, DecodeError> {
     Ok(sections(blob)?[metric.code() as usize])
 }
 
+/// Merges a view blob into `slots`, metric by metric (a slot still empty takes the blob's histogram as it is).
+pub fn merge_into(slots: &mut Slots, blob: &[u8]) -> Result<(), DecodeError> {
+    for (slot, section) in slots.iter_mut().zip(sections(blob)?) {
+        if let Some(section) = section {
+            let h = Histogram::decode(section)?;
+            match slot {
+                Some(acc) => acc.merge(&h),
+                None => *slot = Some(h),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The merge of two view blobs, metric by metric; a metric only one side has is copied as it is.
 pub fn merge(a: &[u8], b: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let (a, b) = (sections(a)?, sections(b)?);
@@ -138,7 +152,11 @@ mod tests {
                     (x, y) => x.clone().or_else(|| y.clone()),
                 };
                 let got = pick(&merged, *m).unwrap().map(|s| Histogram::decode(s).unwrap());
-                prop_assert_eq!(got, want);
+                prop_assert_eq!(&got, &want);
+                // Accumulating blobs into slots gives the same histograms.
+                let mut acc = sa.clone();
+                merge_into(&mut acc, &eb).unwrap();
+                prop_assert_eq!(&acc[i], &want);
             }
         }
 
