@@ -12,6 +12,8 @@ use crate::metric::Metric;
 use crate::page::{PageUrl, RouteRules, UrlError};
 use serde_json::{Map, Value};
 
+mod scanner;
+
 /// The only wire version this collector reads.
 pub const WIRE_VERSION: u64 = 1;
 /// Longest `site`.
@@ -177,9 +179,8 @@ pub fn decode_beacon(body: &[u8]) -> Result<Beacon, WireError> {
 
 /// Parses and validates a beacon body, grouping pages with the site's route rules.
 ///
-/// Well-formed beacons take a typed, borrowing parse ([`decode_fast`]); anything it does not accept as-is (errors,
-/// escaped strings, attribution, duplicate keys) is parsed again by the general decoder, which alone produces
-/// errors. Both give the same [`Beacon`] for every body the fast one accepts (a property test checks it).
+/// Well-formed beacons take a borrowing scan ([`decode_fast`]); anything it does not accept as-is (errors, escaped
+/// strings, `null` fields, duplicate keys) is parsed again by the general decoder, which alone produces errors. Both give the same [`Beacon`] for every body the fast one accepts (a property test checks it).
 pub fn decode_beacon_with(body: &[u8], rules: &dyn RouteRules) -> Result<Beacon, WireError> {
     match decode_fast(body, rules) {
         Some(beacon) => Ok(beacon),
@@ -187,113 +188,14 @@ pub fn decode_beacon_with(body: &[u8], rules: &dyn RouteRules) -> Result<Beacon,
     }
 }
 
-/// The shape of a typical beacon, borrowed from the body: no JSON tree, no map, no string copies but the kept ones.
-/// A `serde_json::Value` tree cost about a third of the ingest handler's CPU.
-#[derive(Default)]
-struct FastBeacon<'a> {
-    v: Option<u64>,
-    site: Option<&'a str>,
-    url: Option<&'a str>,
-    release: Option<&'a str>,
-    nav: Option<&'a str>,
-    metrics: Option<Vec<FastSample<'a>>>,
-}
-
-#[derive(Default)]
-struct FastSample<'a> {
-    name: Option<&'a str>,
-    value: Option<f64>,
-    id: Option<&'a str>,
-    attribution: Option<serde::de::IgnoredAny>,
-}
-
-/// Sets a field once: a repeated key sends the body to the general decoder (which keeps the last).
-fn once<'de, T, A: serde::de::MapAccess<'de>>(
-    slot: &mut Option<T>,
-    map: &mut A,
-) -> Result<(), A::Error>
-where
-    T: serde::Deserialize<'de>,
-{
-    if slot.is_some() {
-        return Err(serde::de::Error::custom("repeated key"));
-    }
-    *slot = map.next_value::<Option<T>>()?;
-    Ok(())
-}
-
-// Hand-written visitors rather than derives: a derived struct also accepts a JSON array, which must stay an error.
-impl<'de> serde::Deserialize<'de> for FastBeacon<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = FastBeacon<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a beacon object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut b = FastBeacon::default();
-                while let Some(key) = map.next_key::<&'de str>()? {
-                    match key {
-                        "v" => once(&mut b.v, &mut map)?,
-                        "site" => once(&mut b.site, &mut map)?,
-                        "url" => once(&mut b.url, &mut map)?,
-                        "release" => once(&mut b.release, &mut map)?,
-                        "nav" => once(&mut b.nav, &mut map)?,
-                        "metrics" => once(&mut b.metrics, &mut map)?,
-                        _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(b)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for FastSample<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = FastSample<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a metric object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut m = FastSample::default();
-                while let Some(key) = map.next_key::<&'de str>()? {
-                    match key {
-                        "name" => once(&mut m.name, &mut map)?,
-                        "value" => once(&mut m.value, &mut map)?,
-                        "id" => once(&mut m.id, &mut map)?,
-                        "attribution" => once(&mut m.attribution, &mut map)?,
-                        _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(m)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// The typed parse: `None` whenever the body is anything but a valid beacon without attribution; the general
+/// The fast path: `None` whenever the body is anything but a valid beacon the [`scanner`] reads as-is; the general
 /// decoder then decides (and words the error).
 fn decode_fast(body: &[u8], rules: &dyn RouteRules) -> Option<Beacon> {
-    let raw: FastBeacon<'_> = serde_json::from_slice(body).ok()?;
+    let raw = scanner::scan(body)?;
     let raw_metrics = raw.metrics?;
     let raw_url = raw.url?;
-    if raw.v != Some(WIRE_VERSION)
+    // The version's text: `1.0` or `1e0` are not the integer 1 to the general decoder either.
+    if raw.v != Some("1")
         || raw_url.len() > MAX_URL_BYTES
         || raw_metrics.is_empty()
         || raw_metrics.len() > Metric::ALL.len()
@@ -312,9 +214,6 @@ fn decode_fast(body: &[u8], rules: &dyn RouteRules) -> Option<Beacon> {
     };
     let mut metrics: Vec<Sample> = Vec::with_capacity(raw_metrics.len());
     for m in raw_metrics {
-        if m.attribution.is_some() {
-            return None;
-        }
         let name = m.name?;
         let value = m.value?;
         let metric = Metric::ALL.into_iter().find(|x| x.as_str() == name)?;
@@ -338,7 +237,7 @@ fn decode_fast(body: &[u8], rules: &dyn RouteRules) -> Option<Beacon> {
             metric,
             value,
             id,
-            attribution: None,
+            attribution: m.attribution,
         });
     }
     Some(Beacon {
@@ -659,6 +558,45 @@ mod tests {
         ]
     }
 
+    /// An attribution object: scalars of every kind (floats with noise, exponents, long and multi-byte strings),
+    /// sometimes a repeated, empty or long key, a nested value, an escape, or too many keys.
+    fn attribution_json() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            12 => Just(None),
+            1 => Just(Some("k0".to_string())),
+            1 => Just(Some(String::new())),
+            1 => Just(Some("k".repeat(MAX_ATTRIBUTION_KEY_BYTES + 1))),
+        ];
+        let value = prop_oneof![
+            30 => proptest::sample::select(
+                &[
+                    "\"#x\"", "\"\"", "0", "-0", "12", "-5", "0.1", "120.30000001192093", "1e2", "1E-7",
+                    "18446744073709551616", "true", "false", "null", "\"é\"",
+                ][..]
+            )
+            .prop_map(str::to_string),
+            2 => (250usize..260, any::<bool>()).prop_map(|(n, wide)| {
+                let unit = if wide { "é" } else { "x" };
+                format!("\"{}\"", unit.repeat(n / unit.len()))
+            }),
+            1 => proptest::sample::select(&["1e400", "\"a\\\"b\"", "{}", "[1]", "01"][..])
+                .prop_map(str::to_string),
+        ];
+        let object = |kv: Vec<(Option<String>, String)>| {
+            let parts: Vec<String> = kv
+                .into_iter()
+                .enumerate()
+                .map(|(i, (k, v))| format!("\"{}\":{v}", k.unwrap_or_else(|| format!("k{i}"))))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        };
+        prop_oneof![
+            1 => field(&["{}"], &["7"]),
+            8 => proptest::collection::vec((key.clone(), value.clone()), 0..8).prop_map(object),
+            1 => proptest::collection::vec((key, value), 15..18).prop_map(object),
+        ]
+    }
+
     fn metric_json() -> impl Strategy<Value = String> {
         (
             field(
@@ -673,7 +611,7 @@ mod tests {
                 &["\"v1-123\"", "\"v1-9\""],
                 &["\"a\\nb\"", "\"\\u0061\""],
             )),
-            proptest::option::weighted(0.2, field(&["{\"target\":\"#x\"}", "{}"], &["7"])),
+            proptest::option::weighted(0.4, attribution_json()),
             proptest::option::of(field(&["true"], &["{}"])),
             proptest::bool::weighted(0.1),
         )
@@ -750,16 +688,68 @@ mod tests {
         }
     }
 
+    /// The agreement property above proves something only if its bodies reach the fast path, attribution
+    /// included, and also reach the general decoder.
+    #[test]
+    fn the_generated_bodies_exercise_both_paths() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut fast, mut with_attribution, mut general) = (0, 0, 0);
+        for _ in 0..2000 {
+            let body = beacon_json().new_tree(&mut runner).unwrap().current();
+            match decode_fast(body.as_bytes(), &crate::page::NoRules) {
+                Some(b) => {
+                    fast += 1;
+                    with_attribution += b.metrics.iter().any(|m| m.attribution.is_some()) as usize;
+                }
+                None => general += 1,
+            }
+        }
+        assert!(
+            fast > 100 && with_attribution > 30 && general > 100,
+            "{fast} {with_attribution} {general}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The same for attribution alone, on otherwise valid beacons: the scanner compacts it itself.
+        #[test]
+        fn fast_and_general_decoders_agree_on_attribution(attrs in proptest::collection::vec(attribution_json(), 1..4)) {
+            let metrics: Vec<String> = attrs
+                .iter()
+                .zip(["LCP", "INP", "CLS"])
+                .map(|(a, name)| format!(r#"{{"name":"{name}","value":1.5,"attribution":{a}}}"#))
+                .collect();
+            let body = format!(r#"{{"v":1,"site":"d","url":"https://a.example/","metrics":[{}]}}"#, metrics.join(","));
+            let general = decode_general(body.as_bytes(), &crate::page::NoRules);
+            if let Some(fast) = decode_fast(body.as_bytes(), &crate::page::NoRules) {
+                prop_assert_eq!(Ok(fast), general.clone(), "{}", body);
+            }
+            prop_assert_eq!(decode_beacon(body.as_bytes()), general, "{}", body);
+        }
+    }
+
     #[test]
     fn the_fast_path_takes_typical_beacons_and_leaves_the_rest() {
         let rules = crate::page::NoRules;
         assert!(decode_fast(GOOD.as_bytes(), &rules).is_some());
+        // What beacon.js sends: attribution on LCP, INP and CLS, with float noise and a missing-key-free object.
+        let ours = r#"{"v":1,"site":"demo","url":"https://shop.example/p/1","nav":"navigate","metrics":[{"name":"LCP","value":2310.5,"id":"v1-1","attribution":{"target":"main>img.hero","url":"https://cdn.example/a.jpg","ttfb":120.30000001192093,"loadDelay":0,"loadTime":800,"renderDelay":1390.2}},{"name":"INP","value":96,"id":"v1-2","attribution":{"target":"button#buy","type":"pointerup","inputDelay":2.5,"processing":40,"presentation":53.5}},{"name":"CLS","value":0.031,"id":"v1-3","attribution":{"target":"div.ad","value":0.02,"time":1234.5}}]}"#;
+        let fast =
+            decode_fast(ours.as_bytes(), &rules).expect("beacon.js's shape takes the fast path");
+        assert_eq!(Ok(fast), decode_general(ours.as_bytes(), &rules));
         for other in [
             // JSON arrays must stay an error even though a derived struct would read them positionally.
             r#"[1,"d","https://a/",null,null,[{"name":"LCP","value":1}]]"#,
             r#"{"v":1,"site":"d","url":"https://a/","metrics":[["LCP",1]]}"#,
             r#"{"v":1,"site":"d","site":"e","url":"https://a/","metrics":[{"name":"LCP","value":1}]}"#,
-            r#"{"v":1,"site":"d","url":"https://a/","metrics":[{"name":"LCP","value":1,"attribution":{"a":"b"}}]}"#,
+            r#"{"v":1,"site":"d","url":"https://a/","release":null,"metrics":[{"name":"LCP","value":1}]}"#,
+            r#"{"v":1,"site":"d","url":"https://a/\u0070","metrics":[{"name":"LCP","value":1}]}"#,
+            r#"{"v":1,"site":"d","url":"https://a/","metrics":[{"name":"LCP","value":1,"attribution":{"a":{"b":1}}}]}"#,
+            r#"{"v":1,"site":"d","url":"https://a/","metrics":[{"name":"LCP","value":1,"attribution":{"a":1,"a":2}}]}"#,
+            r#"{"v":1,"site":"d","url":"https://a/","metrics":[{"name":"LCP","value":1}]} x"#,
+            r#"{"v":1,"site":"d","url":"https://a/","metrics":[{"name":"LCP","value":01}]}"#,
         ] {
             assert!(decode_fast(other.as_bytes(), &rules).is_none(), "{other}");
         }
