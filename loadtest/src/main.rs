@@ -43,6 +43,10 @@ struct WorkloadArgs {
     /// How many of the three sites to use.
     #[arg(long, default_value_t = 3)]
     sites: usize,
+    /// Send beacons without the attribution objects beacon.js puts on LCP, INP and CLS (the bodies of the runs
+    /// before 2026-11-26 05:30 UTC).
+    #[arg(long)]
+    no_attribution: bool,
 }
 
 impl WorkloadArgs {
@@ -52,6 +56,7 @@ impl WorkloadArgs {
             pages: self.pages,
             site_prefix: self.site_prefix.clone(),
             sites: self.sites,
+            attribution: !self.no_attribution,
         }
     }
 }

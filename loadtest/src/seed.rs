@@ -40,6 +40,8 @@ impl SeedConfig {
             pages: self.pages,
             site_prefix: self.site_prefix.clone(),
             sites: 1,
+            // Seeding builds samples directly; attribution is not stored.
+            attribution: false,
         })
     }
 

@@ -77,6 +77,9 @@ pub struct WorkloadConfig {
     pub site_prefix: String,
     /// Only the first `sites` sites (1 to 3).
     pub sites: usize,
+    /// LCP, INP and CLS carry attribution objects, as `beacon/js/beacon.js` sends them (about twice the bytes of
+    /// a beacon without).
+    pub attribution: bool,
 }
 
 impl Default for WorkloadConfig {
@@ -86,6 +89,7 @@ impl Default for WorkloadConfig {
             pages: 3000,
             site_prefix: "lt".into(),
             sites: 3,
+            attribution: true,
         }
     }
 }
@@ -346,15 +350,67 @@ impl Workload {
                 first = false;
                 let _ = write!(
                     s,
-                    r#"{{"name":"{}","value":{value},"id":"v5-{}-{}"}}"#,
+                    r#"{{"name":"{}","value":{value},"id":"v5-{}-{}""#,
                     metric.as_str(),
                     v.index,
                     slot
                 );
+                if self.config.attribution {
+                    self.attribution(&mut s, v, *metric, value);
+                }
+                s.push('}');
             }
         }
         s.push_str("]}");
         s
+    }
+
+    /// `,"attribution":{...}` for LCP, INP and CLS, shaped like beacon.js's: a selector, the LCP resource, and the
+    /// metric's parts as unrounded browser timings (their sum is the value).
+    fn attribution(&self, s: &mut String, v: &PageView, metric: Metric, value: f64) {
+        const TARGETS: [&str; 6] = [
+            "main>div.hero>img",
+            "#product-image",
+            "article>p:nth-child(2)",
+            "button#add-to-cart",
+            "a.nav-link",
+            "div.ad-slot",
+        ];
+        let target = TARGETS[(v.index % TARGETS.len() as u64) as usize];
+        // Browser timings are doubles of sub-millisecond clocks: split the value at an irregular fraction.
+        let f = 0.1 + (v.index % 89) as f64 / 113.0;
+        match metric {
+            Metric::Lcp => {
+                let host = self.sites[v.site as usize].host;
+                let _ = write!(
+                    s,
+                    r#","attribution":{{"target":"{target}","url":"https://{host}/img/{}.jpg","ttfb":{},"loadDelay":{},"loadTime":{},"renderDelay":{}}}"#,
+                    v.page,
+                    value * f * 0.5,
+                    value * f * 0.25,
+                    value * f * 0.25,
+                    value * (1.0 - f)
+                );
+            }
+            Metric::Inp => {
+                let _ = write!(
+                    s,
+                    r#","attribution":{{"target":"{target}","type":"pointerup","inputDelay":{},"processing":{},"presentation":{}}}"#,
+                    value * f * 0.3,
+                    value * f * 0.7,
+                    value * (1.0 - f)
+                );
+            }
+            Metric::Cls => {
+                let _ = write!(
+                    s,
+                    r#","attribution":{{"target":"{target}","value":{},"time":{}}}"#,
+                    value * f,
+                    1000.0 + (v.index % 4000) as f64 * 1.7
+                );
+            }
+            Metric::Fcp | Metric::Ttfb => {}
+        }
     }
 
     /// The user agent a page view is sent with.
@@ -437,5 +493,31 @@ mod tests {
         let distinct: std::collections::HashSet<u32> = shop.iter().copied().collect();
         assert!(top > shop.len() / 20, "{top}");
         assert!(distinct.len() > 600, "{}", distinct.len());
+    }
+
+    #[test]
+    fn bodies_carry_attribution_like_beacon_js_and_decode() {
+        let with = Workload::new(WorkloadConfig::default());
+        let without = Workload::new(WorkloadConfig {
+            attribution: false,
+            ..WorkloadConfig::default()
+        });
+        for i in 0..2000 {
+            let v = with.page_view(i);
+            let a = vitals::decode_beacon(with.body(&v).as_bytes()).expect("valid");
+            let b = vitals::decode_beacon(without.body(&v).as_bytes()).expect("valid");
+            assert_eq!(a.metrics.len(), b.metrics.len());
+            for (x, y) in a.metrics.iter().zip(&b.metrics) {
+                // The same samples; attribution on exactly the metrics beacon.js attributes.
+                assert_eq!((x.metric, x.value), (y.metric, y.value));
+                assert_eq!(y.attribution, None);
+                let attributed = matches!(x.metric, Metric::Lcp | Metric::Inp | Metric::Cls);
+                assert_eq!(x.attribution.is_some(), attributed, "{:?}", x);
+                if let Some(json) = &x.attribution {
+                    let obj: serde_json::Value = serde_json::from_str(json).unwrap();
+                    assert!(obj["target"].is_string(), "{json}");
+                }
+            }
+        }
     }
 }
