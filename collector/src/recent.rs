@@ -47,6 +47,20 @@ struct Ring {
     samples: usize,
 }
 
+impl Ring {
+    /// Keeps `accepted` (`n` samples), dropping the oldest beacons past [`PER_SITE`] samples.
+    fn push(&mut self, accepted: Accepted, n: usize) {
+        self.beacons.push_back(Arc::new(accepted));
+        self.samples += n;
+        while self.samples > PER_SITE {
+            match self.beacons.pop_front() {
+                Some(old) => self.samples -= old.beacon.metrics.len(),
+                None => break,
+            }
+        }
+    }
+}
+
 /// The recent beacons of every site.
 ///
 /// The ingest path only moves the accepted beacon in (one `Arc`, no per-sample strings: profiling showed building
@@ -64,23 +78,19 @@ impl Recent {
             return;
         }
         let mut sites = self.sites.lock().expect("recent lock");
-        let site = accepted.beacon.site.as_str();
-        if !sites.contains_key(site) && sites.len() >= MAX_SITES {
+        // One hash lookup for a known site (the map keeps SipHash: site names come from the internet).
+        if let Some(ring) = sites.get_mut(accepted.beacon.site.as_str()) {
+            ring.push(accepted, n);
+            return;
+        }
+        if sites.len() >= MAX_SITES {
             return;
         }
         // The site's name is allocated once, when the site is first seen.
-        if !sites.contains_key(site) {
-            sites.insert(site.to_string(), Ring::default());
-        }
-        let ring = sites.get_mut(site).expect("inserted above");
-        ring.beacons.push_back(Arc::new(accepted));
-        ring.samples += n;
-        while ring.samples > PER_SITE {
-            match ring.beacons.pop_front() {
-                Some(old) => ring.samples -= old.beacon.metrics.len(),
-                None => break,
-            }
-        }
+        let mut ring = Ring::default();
+        let name = accepted.beacon.site.as_str().to_string();
+        ring.push(accepted, n);
+        sites.insert(name, ring);
     }
 
     /// The latest `limit` samples of a site, newest first.
@@ -131,4 +141,49 @@ fn expand(a: &Accepted) -> Vec<RecentSample> {
                 .and_then(|j| serde_json::from_str(j).ok()),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(site: &str, lcp: f64) -> Accepted {
+        let body = format!(
+            r#"{{"v":1,"site":"{site}","url":"https://a.example/","metrics":[{{"name":"LCP","value":{lcp}}},{{"name":"CLS","value":0.1}}]}}"#
+        );
+        Accepted {
+            id: 1,
+            received_at_ms: 1_800_000_000_000,
+            device: vitals::DeviceClass::Phone,
+            beacon: vitals::decode_beacon(body.as_bytes()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_samples_per_site_and_a_bounded_number_of_sites() {
+        let r = Recent::default();
+        for i in 0..PER_SITE {
+            r.push(accepted("a", i as f64));
+        }
+        let a = r.latest("a", PER_SITE);
+        // Two samples per beacon: the newest PER_SITE / 2 beacons, newest first.
+        assert_eq!(a.len(), PER_SITE);
+        let lcp: Vec<f64> = a
+            .iter()
+            .filter(|s| s.metric == "LCP")
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(lcp.first(), Some(&((PER_SITE - 1) as f64)));
+        assert_eq!(lcp.last(), Some(&((PER_SITE / 2) as f64)));
+
+        for i in 1..MAX_SITES {
+            r.push(accepted(&format!("s{i}"), 1.0));
+        }
+        r.push(accepted("one-too-many", 1.0));
+        assert!(r.latest("one-too-many", 10).is_empty());
+        // Known sites still take beacons at the cap.
+        r.push(accepted("a", 5000.0));
+        assert_eq!(r.latest("a", 1)[0].value, 0.1);
+        assert_eq!(r.latest("a", 2)[1].value, 5000.0);
+    }
 }

@@ -56,6 +56,15 @@ impl<'a> Cursor<'a> {
     fn u8(&mut self) -> Result<u8, CodecError> {
         Ok(self.take(1)?[0])
     }
+    fn optional_string(&mut self) -> Result<Option<String>, CodecError> {
+        Ok(Some(self.str()?)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string))
+    }
+    fn skip_str(&mut self) -> Result<(), CodecError> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
+        self.take(len).map(drop)
+    }
     fn str(&mut self) -> Result<&'a str, CodecError> {
         let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
         std::str::from_utf8(self.take(len)?).map_err(|_| CodecError("not UTF-8"))
@@ -64,6 +73,17 @@ impl<'a> Cursor<'a> {
 
 /// Decodes a record, giving it `id`, and re-checks the domain invariants.
 pub fn decode(id: u64, bytes: &[u8]) -> Result<Accepted, CodecError> {
+    decode_with(id, bytes, true)
+}
+
+/// [`decode`] without the samples' `id` and `attribution` (left `None`): what the stores read, since neither
+/// stores them. It spares the replayer up to ten string copies per beacon, which the store's writer thread would
+/// then free.
+pub fn decode_measurements(id: u64, bytes: &[u8]) -> Result<Accepted, CodecError> {
+    decode_with(id, bytes, false)
+}
+
+fn decode_with(id: u64, bytes: &[u8], keep_free_form: bool) -> Result<Accepted, CodecError> {
     let mut c = Cursor(bytes);
     if c.u8()? != VERSION {
         return Err(CodecError("unknown version"));
@@ -89,8 +109,13 @@ pub fn decode(id: u64, bytes: &[u8]) -> Result<Accepted, CodecError> {
         if !(value.is_finite() && (0.0..=metric.max_value()).contains(&value)) {
             return Err(CodecError("value out of range"));
         }
-        let id = Some(c.str()?).filter(|s| !s.is_empty()).map(str::to_string);
-        let attribution = Some(c.str()?).filter(|s| !s.is_empty()).map(str::to_string);
+        let (id, attribution) = if keep_free_form {
+            (c.optional_string()?, c.optional_string()?)
+        } else {
+            // Skipped unread: the record's checksum already vouches for its bytes.
+            (c.skip_str()?, c.skip_str()?);
+            (None, None)
+        };
         metrics.push(Sample {
             metric,
             value,
@@ -149,13 +174,21 @@ mod tests {
             id in any::<u64>(),
         ) {
             let beacon = vitals::decode_beacon(beacon_body(lcp, cls, &release, nav.as_str(), attribution).as_bytes()).unwrap();
-            let a = Accepted { id, received_at_ms: at, device, beacon };
-            prop_assert_eq!(decode(id, &encode(&a)).unwrap(), a);
+            let mut a = Accepted { id, received_at_ms: at, device, beacon };
+            prop_assert_eq!(decode(id, &encode(&a)).unwrap(), a.clone());
+            // The stores' decode is the same beacon without the free-form fields.
+            let measured = decode_measurements(id, &encode(&a)).unwrap();
+            for s in &mut a.beacon.metrics {
+                s.id = None;
+                s.attribution = None;
+            }
+            prop_assert_eq!(measured, a);
         }
 
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(1, &bytes);
+            let _ = decode_measurements(1, &bytes);
         }
     }
 
@@ -171,9 +204,17 @@ mod tests {
         });
         for cut in 0..bytes.len() {
             assert!(decode(1, &bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode_measurements(1, &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut bad = bytes.clone();
         bad.push(0);
         assert_eq!(decode(1, &bad), Err(CodecError("trailing bytes")));
+        assert_eq!(
+            decode_measurements(1, &bad),
+            Err(CodecError("trailing bytes"))
+        );
     }
 }
