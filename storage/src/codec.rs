@@ -113,7 +113,8 @@ fn decode_with(id: u64, bytes: &[u8], keep_free_form: bool) -> Result<Accepted, 
             (c.optional_string()?, c.optional_string()?)
         } else {
             // Skipped unread: the record's checksum already vouches for its bytes.
-            (c.skip_str()?, c.skip_str()?);
+            c.skip_str()?;
+            c.skip_str()?;
             (None, None)
         };
         metrics.push(Sample {
