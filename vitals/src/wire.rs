@@ -180,7 +180,8 @@ pub fn decode_beacon(body: &[u8]) -> Result<Beacon, WireError> {
 /// Parses and validates a beacon body, grouping pages with the site's route rules.
 ///
 /// Well-formed beacons take a borrowing scan ([`decode_fast`]); anything it does not accept as-is (errors, escaped
-/// strings, `null` fields, duplicate keys) is parsed again by the general decoder, which alone produces errors. Both give the same [`Beacon`] for every body the fast one accepts (a property test checks it).
+/// strings, `null` fields, duplicate keys) is parsed again by the general decoder, which alone produces errors.
+/// Both give the same [`Beacon`] for every body the fast one accepts (property tests check it).
 pub fn decode_beacon_with(body: &[u8], rules: &dyn RouteRules) -> Result<Beacon, WireError> {
     match decode_fast(body, rules) {
         Some(beacon) => Ok(beacon),
@@ -194,8 +195,8 @@ fn decode_fast(body: &[u8], rules: &dyn RouteRules) -> Option<Beacon> {
     let raw = scanner::scan(body)?;
     let raw_metrics = raw.metrics?;
     let raw_url = raw.url?;
-    // The version's text: `1.0` or `1e0` are not the integer 1 to the general decoder either.
-    if raw.v != Some("1")
+    // An integer's text only: `1.0` or `1e0` are not the integer 1 to the general decoder either.
+    if raw.v.and_then(|v| v.parse::<u64>().ok()) != Some(WIRE_VERSION)
         || raw_url.len() > MAX_URL_BYTES
         || raw_metrics.is_empty()
         || raw_metrics.len() > Metric::ALL.len()
