@@ -189,6 +189,16 @@ pub fn decode_beacon_with(body: &[u8], rules: &dyn RouteRules) -> Result<Beacon,
     }
 }
 
+/// Both decoders' answers, for the differential fuzz target (`fuzz/fuzz_targets/beacon_fast_path.rs`): whenever
+/// the fast path answers, it must equal the general decoder's beacon. Not part of the API.
+#[doc(hidden)]
+pub fn decode_both_paths(body: &[u8]) -> (Option<Beacon>, Result<Beacon, WireError>) {
+    (
+        decode_fast(body, &crate::page::NoRules),
+        decode_general(body, &crate::page::NoRules),
+    )
+}
+
 /// The fast path: `None` whenever the body is anything but a valid beacon the [`scanner`] reads as-is; the general
 /// decoder then decides (and words the error).
 fn decode_fast(body: &[u8], rules: &dyn RouteRules) -> Option<Beacon> {
