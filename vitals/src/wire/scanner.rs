@@ -71,6 +71,32 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
     Some(())
 }
 
+/// The `serde_json::Number` that `serde_json` reads from a JSON number's text, without a deserializer per number:
+/// integers that fit `u64` (or, negative, `i64`) stay integers; anything with a fraction or an exponent, `-0`, and
+/// integers beyond 64 bits are floats. `None` for a float that does not fit an `f64` (JSON has no infinity).
+fn json_number(text: &str) -> Option<serde_json::Number> {
+    if text.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+        return serde_json::Number::from_f64(text.parse().ok()?);
+    }
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, text),
+    };
+    match digits.parse::<u64>() {
+        Ok(m) if !negative => Some(m.into()),
+        // serde_json's rule: a negative integer whose negation is not a negative i64 (`-0`, or below i64::MIN)
+        // becomes a float.
+        Ok(m) => match (m as i64).wrapping_neg() {
+            n if n < 0 => Some(n.into()),
+            _ => serde_json::Number::from_f64(-(m as f64)),
+        },
+        // Beyond u64: rare enough to let serde_json itself round it.
+        Err(_) => serde_json::from_str::<serde_json::Number>(text)
+            .ok()
+            .filter(|n| n.as_f64().is_some_and(f64::is_finite)),
+    }
+}
+
 /// Deepest nesting skipped inside unknown fields (deeper bodies go to the general decoder).
 const MAX_SKIP_DEPTH: usize = 16;
 
@@ -279,18 +305,89 @@ impl<'a> Scanner<'a> {
                 b'f' => out.push_str(s.literal("false")?),
                 b'n' => out.push_str(s.literal("null")?),
                 _ => {
-                    // Parsed and written by serde_json itself, so integers stay integers and floats print exactly
-                    // as the general decoder prints them.
-                    let n: serde_json::Number = serde_json::from_str(s.number()?).ok()?;
-                    if !n.as_f64().is_some_and(f64::is_finite) {
-                        return None;
-                    }
-                    write!(out, "{n}").ok()?;
+                    // Written by serde_json's own `Number`, so integers stay integers and floats print exactly as
+                    // the general decoder prints them.
+                    write!(out, "{}", json_number(s.number()?)?).ok()?;
                 }
             }
             Some(())
         })?;
         out.push('}');
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_number;
+    use proptest::prelude::*;
+
+    fn serde_number(text: &str) -> Option<serde_json::Number> {
+        serde_json::from_str::<serde_json::Number>(text)
+            .ok()
+            .filter(|n| n.as_f64().is_some_and(f64::is_finite))
+    }
+
+    #[test]
+    fn numbers_read_as_serde_json_reads_them_at_the_edges() {
+        for text in [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-18446744073709551616",
+            "123456789012345678901234567890",
+            "1.5",
+            "-0.0",
+            "1E-7",
+            "1e2",
+            "120.30000001192093",
+            "1e400",
+            "-1e400",
+            "2.2250738585072011e-308",
+        ] {
+            let (ours, theirs) = (json_number(text), serde_number(text));
+            // Compared as printed: that is what ends up in the attribution string.
+            assert_eq!(
+                ours.map(|n| n.to_string()),
+                theirs.map(|n| n.to_string()),
+                "{text}"
+            );
+        }
+    }
+
+    proptest! {
+        /// Any number in JSON's grammar prints the same either way.
+        #[test]
+        fn numbers_read_as_serde_json_reads_them(
+            negative: bool,
+            int in prop_oneof!["0", "[1-9][0-9]{0,25}"],
+            frac in proptest::option::of("[0-9]{1,20}"),
+            exp in proptest::option::of(("[eE]", "[+-]?", "[0-9]{1,3}")),
+        ) {
+            let mut text = String::new();
+            if negative {
+                text.push('-');
+            }
+            text.push_str(&int);
+            if let Some(f) = frac {
+                text.push('.');
+                text.push_str(&f);
+            }
+            if let Some((e, sign, digits)) = exp {
+                text.push_str(&e);
+                text.push_str(&sign);
+                text.push_str(&digits);
+            }
+            prop_assert_eq!(
+                json_number(&text).map(|n| n.to_string()),
+                serde_number(&text).map(|n| n.to_string()),
+                "{}", text
+            );
+        }
     }
 }
