@@ -111,7 +111,8 @@ cpu_ticks() {
 
 # A run: $1 name, then loadtest run flags. Prints the text report, keeps the JSON. With SERVER_PID set, also the
 # server's CPU time per accepted beacon by thread: steadier than beacons/s on a shared machine, and it says where the
-# time goes.
+# time goes. The load generator's own CPU time per beacon is printed too: it shares the two cores, and at moderate
+# open-loop rates it costs several times what it costs at the maximum rate.
 lt_run() {
   local name="$1"
   shift
@@ -138,7 +139,7 @@ PY
   note "$name: $(python3 - "$OUT/$name.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); r = d["run"]; l = r["latency_ms"]
-s = f'{r["accepted_rate"]:.0f} beacons/s ({r["accepted_samples_rate"]:.0f} samples/s), statuses {r["statuses"]}, latency p50 {l["p50"]:.3f} p90 {l["p90"]:.3f} p99 {l["p99"]:.3f} p99.9 {l["p999"]:.3f} max {l["max"]:.3f} ms'
+s = f'{r["accepted_rate"]:.0f} beacons/s ({r["accepted_samples_rate"]:.0f} samples/s), statuses {r["statuses"]}, latency p50 {l["p50"]:.3f} p90 {l["p90"]:.3f} p99 {l["p99"]:.3f} p99.9 {l["p999"]:.3f} max {l["max"]:.3f} ms; load generator CPU {r["load_generator_cpu_us_per_request"]:.0f} µs per request'
 if "verify" in d:
     v = d["verify"]
     s += f'; verify ok={v["ok"]} groups={v["groups"]} mismatches={v["mismatches"]} max_err={v["max_relative_error"]*100:.3f}% freshness={v["freshness_s"]} s'
@@ -233,10 +234,10 @@ for step in $STEPS; do
     rm -rf "$OUT/data-ingest"
     start_collector "$OUT/data-ingest"
     HALF=$(python3 -c "print(int($COLL_MAX/2))")
-    lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix half --verify
+    SERVER_PID=$CPID lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix half --verify
     # Where the p99 stays low: lighter open-loop loads.
     for pct in 25 10; do
-      lt_run "collector-open-$pct" --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($COLL_MAX*$pct/100))")" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix "open$pct"
+      SERVER_PID=$CPID lt_run "collector-open-$pct" --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($COLL_MAX*$pct/100))")" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix "open$pct"
     done
     wrk_run collector-wrk "http://127.0.0.1:$COLLECTOR_PORT/v1/beacon"
     stop_pid "$CPID"
@@ -248,7 +249,7 @@ for step in $STEPS; do
     SPID=$!
     PIDS+=("$SPID")
     sleep 0.5
-    lt_run sink-at-collector-half --target "http://127.0.0.1:$SINK_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS"
+    SERVER_PID=$SPID lt_run sink-at-collector-half --target "http://127.0.0.1:$SINK_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS"
     stop_pid "$SPID"
     ;;
   clickhouse-collector)

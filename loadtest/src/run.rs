@@ -72,6 +72,9 @@ pub struct RunOutcome {
     pub completed: u64,
     /// Wall time from start until the last answer.
     pub elapsed: Duration,
+    /// CPU time this process (every thread) used while the clock ran: the load generator shares the machine with
+    /// the server under test.
+    pub cpu: Duration,
     /// Page-view indices of accepted beacons (204 from a collector, 200 from ClickHouse), sorted; a page view sent
     /// twice appears twice.
     pub accepted: Vec<u64>,
@@ -116,6 +119,8 @@ pub struct Summary {
     pub latency_ms: Percentiles,
     /// Service time percentiles in milliseconds.
     pub service_ms: Percentiles,
+    /// The load generator's own CPU time per request completed, in µs (all its threads, while the clock ran).
+    pub load_generator_cpu_us_per_request: f64,
 }
 
 /// Percentiles in milliseconds.
@@ -168,6 +173,8 @@ impl RunOutcome {
                 .collect(),
             latency_ms: Percentiles::of(&self.latency_us),
             service_ms: Percentiles::of(&self.service_us),
+            load_generator_cpu_us_per_request: self.cpu.as_secs_f64() * 1e6
+                / self.completed.max(1) as f64,
         }
     }
 }
@@ -216,6 +223,10 @@ impl Summary {
         };
         s.push_str(&line("latency", &self.latency_ms));
         s.push_str(&line("service", &self.service_ms));
+        s.push_str(&format!(
+            "load generator: {:.1} µs of CPU per request\n",
+            self.load_generator_cpu_us_per_request
+        ));
         s
     }
 }
@@ -467,6 +478,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
     }
 
     let start = Instant::now();
+    let cpu_start = process_cpu_time();
     let deadline = cfg
         .duration
         .map_or(start + Duration::from_secs(86_400 * 365), |d| start + d);
@@ -557,6 +569,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         statuses: BTreeMap::new(),
         completed: 0,
         elapsed: Duration::ZERO,
+        cpu: Duration::ZERO,
         accepted: Vec::new(),
         accepted_samples: 0,
         last_accepted_at: None,
@@ -574,6 +587,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         out.last_accepted_at = out.last_accepted_at.max(r.last_accepted_at);
     }
     out.elapsed = start.elapsed();
+    out.cpu = process_cpu_time().saturating_sub(cpu_start);
     // Every worker (and so every receiver) is gone: a pacer blocked on a full queue now gets an error and stops.
     if let Some(p) = pacer {
         let _ = p.join();
@@ -598,4 +612,10 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         }
     }
     Ok(out)
+}
+
+/// CPU time used by every thread of this process so far.
+fn process_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
