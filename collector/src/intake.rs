@@ -64,7 +64,7 @@ pub fn spawn_replayer(
     tokio::spawn(async move {
         while let Some(next) = reader.next().await {
             match next {
-                Ok((seq, bytes)) => match storage::codec::decode_measurements(seq, &bytes) {
+                Ok((seq, bytes)) => match storage::codec::decode(seq, &bytes) {
                     Ok(a) => {
                         if to_store.send(a).await.is_err() {
                             tracing::error!("the store writer stopped; replay ends");

@@ -2,12 +2,16 @@
 //!
 //! The validated beacon is stored (not the raw body), so replay neither parses JSON again nor depends on a policy
 //! (route rules, sampling) that may have changed since. The id is not stored: it is the spool's sequence number.
+//! Neither are the samples' web-vitals `id` and `attribution` (since version 2): no store keeps them, and they were
+//! three quarters of a beacon.js beacon's record (~550 bytes per beacon in the spool; ~134 without them). Version 1
+//! records, which carry them, are still read (skipping both), so a spool written before an upgrade replays after it.
 
 use crate::Accepted;
 use vitals::wire::{Beacon, Release, Sample};
 use vitals::{DeviceClass, Metric, NavType, PageUrl, SiteId};
 
-const VERSION: u8 = 1;
+/// The version written; [`decode`] also reads version 1.
+const VERSION: u8 = 2;
 
 /// Why a stored record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,10 +23,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Encodes everything but the id.
+/// Encodes everything the stores read: not the id, nor the samples' `id` and `attribution`.
 pub fn encode(a: &Accepted) -> Vec<u8> {
     let b = &a.beacon;
-    let mut out = Vec::with_capacity(128 + b.metrics.len() * 32);
+    let mut out = Vec::with_capacity(128 + b.metrics.len() * 9);
     out.push(VERSION);
     out.extend_from_slice(&a.received_at_ms.to_le_bytes());
     out.push(a.device.code());
@@ -36,8 +40,6 @@ pub fn encode(a: &Accepted) -> Vec<u8> {
     for s in &b.metrics {
         out.push(s.metric.code());
         out.extend_from_slice(&s.value.to_le_bytes());
-        put_str(&mut out, s.id.as_deref().unwrap_or(""));
-        put_str(&mut out, s.attribution.as_deref().unwrap_or(""));
     }
     out
 }
@@ -56,11 +58,6 @@ impl<'a> Cursor<'a> {
     fn u8(&mut self) -> Result<u8, CodecError> {
         Ok(self.take(1)?[0])
     }
-    fn optional_string(&mut self) -> Result<Option<String>, CodecError> {
-        Ok(Some(self.str()?)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string))
-    }
     fn skip_str(&mut self) -> Result<(), CodecError> {
         let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
         self.take(len).map(drop)
@@ -71,21 +68,12 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Decodes a record, giving it `id`, and re-checks the domain invariants.
+/// Decodes a record, giving it `id`, and re-checks the domain invariants. Samples come back without `id` and
+/// `attribution`.
 pub fn decode(id: u64, bytes: &[u8]) -> Result<Accepted, CodecError> {
-    decode_with(id, bytes, true)
-}
-
-/// [`decode`] without the samples' `id` and `attribution` (left `None`): what the stores read, since neither
-/// stores them. It spares the replayer up to ten string copies per beacon, which the store's writer thread would
-/// then free.
-pub fn decode_measurements(id: u64, bytes: &[u8]) -> Result<Accepted, CodecError> {
-    decode_with(id, bytes, false)
-}
-
-fn decode_with(id: u64, bytes: &[u8], keep_free_form: bool) -> Result<Accepted, CodecError> {
     let mut c = Cursor(bytes);
-    if c.u8()? != VERSION {
+    let version = c.u8()?;
+    if version != 1 && version != VERSION {
         return Err(CodecError("unknown version"));
     }
     let received_at_ms = i64::from_le_bytes(c.take(8)?.try_into().expect("8 bytes"));
@@ -109,19 +97,16 @@ fn decode_with(id: u64, bytes: &[u8], keep_free_form: bool) -> Result<Accepted, 
         if !(value.is_finite() && (0.0..=metric.max_value()).contains(&value)) {
             return Err(CodecError("value out of range"));
         }
-        let (id, attribution) = if keep_free_form {
-            (c.optional_string()?, c.optional_string()?)
-        } else {
-            // Skipped unread: the record's checksum already vouches for its bytes.
+        if version == 1 {
+            // The sample's id and attribution, skipped unread: the record's checksum vouches for its bytes.
             c.skip_str()?;
             c.skip_str()?;
-            (None, None)
-        };
+        }
         metrics.push(Sample {
             metric,
             value,
-            id,
-            attribution,
+            id: None,
+            attribution: None,
         });
     }
     if !c.0.is_empty() {
@@ -162,7 +147,39 @@ mod tests {
         )
     }
 
+    /// A version-1 record, as collectors before version 2 wrote it: the samples' id and attribution included.
+    fn encode_v1(a: &Accepted) -> Vec<u8> {
+        let b = &a.beacon;
+        let mut out = vec![1];
+        out.extend_from_slice(&a.received_at_ms.to_le_bytes());
+        out.push(a.device.code());
+        put_str(&mut out, b.site.as_str());
+        put_str(&mut out, b.url.host());
+        put_str(&mut out, b.url.path());
+        put_str(&mut out, b.url.page());
+        put_str(&mut out, b.release.as_ref().map_or("", |r| r.as_str()));
+        out.push(b.nav.code());
+        out.push(b.metrics.len() as u8);
+        for s in &b.metrics {
+            out.push(s.metric.code());
+            out.extend_from_slice(&s.value.to_le_bytes());
+            put_str(&mut out, s.id.as_deref().unwrap_or(""));
+            put_str(&mut out, s.attribution.as_deref().unwrap_or(""));
+        }
+        out
+    }
+
+    /// What a record keeps of a beacon: everything but the samples' id and attribution.
+    fn kept(mut a: Accepted) -> Accepted {
+        for s in &mut a.beacon.metrics {
+            s.id = None;
+            s.attribution = None;
+        }
+        a
+    }
+
     proptest! {
+        /// Both the records written now and version-1 records (from before an upgrade) read back as the beacon.
         #[test]
         fn round_trips_every_accepted_beacon(
             lcp in 0.0..3_600_000.0f64,
@@ -175,47 +192,49 @@ mod tests {
             id in any::<u64>(),
         ) {
             let beacon = vitals::decode_beacon(beacon_body(lcp, cls, &release, nav.as_str(), attribution).as_bytes()).unwrap();
-            let mut a = Accepted { id, received_at_ms: at, device, beacon };
-            prop_assert_eq!(decode(id, &encode(&a)).unwrap(), a.clone());
-            // The stores' decode is the same beacon without the free-form fields.
-            let measured = decode_measurements(id, &encode(&a)).unwrap();
-            for s in &mut a.beacon.metrics {
-                s.id = None;
-                s.attribution = None;
-            }
-            prop_assert_eq!(measured, a);
+            let a = Accepted { id, received_at_ms: at, device, beacon };
+            prop_assert_eq!(decode(id, &encode(&a)).unwrap(), kept(a.clone()));
+            prop_assert_eq!(decode(id, &encode_v1(&a)).unwrap(), kept(a));
         }
 
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(1, &bytes);
-            let _ = decode_measurements(1, &bytes);
         }
     }
 
     #[test]
-    fn refuses_truncation_and_out_of_range_values() {
+    fn refuses_truncation_unknown_versions_and_trailing_bytes() {
         let beacon =
-            vitals::decode_beacon(beacon_body(1.0, 0.1, "", "reload", false).as_bytes()).unwrap();
-        let bytes = encode(&Accepted {
+            vitals::decode_beacon(beacon_body(1.0, 0.1, "", "reload", true).as_bytes()).unwrap();
+        let a = Accepted {
             id: 0,
             received_at_ms: 5,
             device: DeviceClass::Phone,
             beacon,
-        });
-        for cut in 0..bytes.len() {
-            assert!(decode(1, &bytes[..cut]).is_err(), "cut at {cut}");
-            assert!(
-                decode_measurements(1, &bytes[..cut]).is_err(),
-                "cut at {cut}"
-            );
+        };
+        for bytes in [encode(&a), encode_v1(&a)] {
+            for cut in 0..bytes.len() {
+                assert!(decode(1, &bytes[..cut]).is_err(), "cut at {cut}");
+            }
+            let mut bad = bytes.clone();
+            bad.push(0);
+            assert_eq!(decode(1, &bad), Err(CodecError("trailing bytes")));
+            let mut future = bytes.clone();
+            future[0] = VERSION + 1;
+            assert_eq!(decode(1, &future), Err(CodecError("unknown version")));
         }
-        let mut bad = bytes.clone();
-        bad.push(0);
-        assert_eq!(decode(1, &bad), Err(CodecError("trailing bytes")));
-        assert_eq!(
-            decode_measurements(1, &bad),
-            Err(CodecError("trailing bytes"))
-        );
+        // The record is what the stores read, and no more: version 1's bytes less each sample's two strings.
+        let free_form: usize = a
+            .beacon
+            .metrics
+            .iter()
+            .map(|s| {
+                8 + s.id.as_ref().map_or(0, String::len)
+                    + s.attribution.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        assert!(free_form > 8 * a.beacon.metrics.len());
+        assert_eq!(encode(&a).len() + free_form, encode_v1(&a).len());
     }
 }
