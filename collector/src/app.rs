@@ -9,7 +9,7 @@ use crate::policy::PolicyHandle;
 use crate::recent::Recent;
 use crate::routes::{self, AppState};
 use crate::security::auth::{require_token, AuthState};
-use crate::server::{self, Limits};
+use crate::server::{self, ConnectionThreads, Limits, Placement};
 use crate::telemetry::metrics::Metrics;
 
 use anyhow::Context;
@@ -139,7 +139,7 @@ impl Application {
                 routes::envelope::envelope,
             ))
             // Routes added after the layers are not wrapped by them (the 404 fallback still is).
-            .route("/v1/beacon", beacon);
+            .route(routes::BEACON_PATH, beacon);
         let admin_router = routes::admin::routes(metrics.clone());
         let listener = TcpListener::bind(config.listen)
             .await
@@ -203,14 +203,38 @@ impl Application {
             self.admin_listener,
             self.admin_router,
             limits,
+            Placement::Here,
             async {
                 let _ = admin_stopped.await;
             },
             Duration::from_secs(1),
         ));
-        server::serve(self.listener, self.router, limits, shutdown, timeout)
-            .await
-            .context("server failed")?;
+        let threads = match self.config.connection_threads {
+            0 => None,
+            n => Some(ConnectionThreads::start(n).context("cannot start the connection threads")?),
+        };
+        let main = tokio::runtime::Handle::current();
+        let placement = match &threads {
+            None => Placement::Here,
+            Some(threads) => Placement::Spread {
+                threads,
+                local_path: routes::BEACON_PATH,
+                main: &main,
+            },
+        };
+        let served = server::serve(
+            self.listener,
+            self.router,
+            limits,
+            placement,
+            shutdown,
+            timeout,
+        )
+        .await;
+        if let Some(threads) = threads {
+            let _ = tokio::task::spawn_blocking(move || threads.stop()).await;
+        }
+        served.context("server failed")?;
         // No handler runs any more. Close the spool (what was appended is written and synced), let the replayer read
         // it to the end into the store, and let the writer flush and stop.
         tracing::info!("draining and flushing");

@@ -101,6 +101,10 @@ pub struct Config {
     /// keep-alive connections idle that long, are cut off).
     #[arg(long, env = "FIELDVITALS_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_secs: u64,
+    /// Threads that serve the public listener's connections, each its own single-threaded runtime (0: serve them on
+    /// the shared worker pool). Default: one per CPU.
+    #[arg(long, env = "FIELDVITALS_CONNECTION_THREADS", default_value_t = default_connection_threads())]
+    pub connection_threads: usize,
     /// Seconds a whole request (headers and body) may take.
     #[arg(long, env = "FIELDVITALS_REQUEST_TIMEOUT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_secs: u64,
@@ -112,6 +116,11 @@ pub struct Config {
     pub clickhouse: crate::storage_select::ClickHouseArgs,
 }
 
+/// One connection thread per CPU the process may use.
+pub fn default_connection_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl Config {
     /// Defaults for tests: port 0 on loopback, the given data dir.
     pub fn for_tests(data_dir: PathBuf) -> Config {
@@ -120,6 +129,7 @@ impl Config {
             admin_listen: "127.0.0.1:0".parse().expect("literal address"),
             policy_file: None,
             header_timeout_secs: 10,
+            connection_threads: default_connection_threads(),
             request_timeout_secs: 15,
             data_dir,
             log_format: LogFormat::Human,
@@ -149,6 +159,7 @@ pub fn show(config: &Config) -> anyhow::Result<String> {
     out += &format!("spool_fsync_ms = {}\n", config.spool_fsync_ms);
     out += &format!("shutdown_timeout_secs = {}\n", config.shutdown_timeout_secs);
     out += &format!("header_timeout_secs = {}\n", config.header_timeout_secs);
+    out += &format!("connection_threads = {}\n", config.connection_threads);
     out += &format!("request_timeout_secs = {}\n", config.request_timeout_secs);
     out += &format!("retention_days = {}\n", config.retention_days);
     out += &config.clickhouse.show();

@@ -16,6 +16,9 @@ use crate::telemetry::metrics::Metrics;
 use std::sync::Arc;
 use storage::embedded::WriterHealth;
 
+/// The ingest route (the one served on each connection's own thread, see [`crate::server::ConnectionThreads`]).
+pub const BEACON_PATH: &str = "/v1/beacon";
+
 /// State shared by the collector's own handlers.
 #[derive(Clone)]
 pub struct AppState {
