@@ -505,8 +505,10 @@ fn syncer_loop(shared: Arc<Shared>) {
     }
 }
 
-/// How long a caught-up reader lets appends accumulate after being woken by one.
-const READ_BATCH_WAIT: Duration = Duration::from_millis(1);
+/// How long a caught-up reader lets appends accumulate after being woken by one. At 10,000 beacons/s, 20 ms
+/// instead of 1 ms cut the replay's CPU from 7.4–8.0 to 3.4–3.7 µs per beacon (three interleaved pairs), for at
+/// most 19 ms more between a 204 and the store's next flush.
+const READ_BATCH_WAIT: Duration = Duration::from_millis(20);
 
 /// Reads records in order from a checkpoint, following the writer.
 pub struct Reader {
@@ -543,7 +545,7 @@ impl Reader {
             }
             // Wake on a write, or every 100 ms to notice a close. After a write, wait a moment before reading: a
             // caught-up reader woken by every append would read one record per wake-up (a thread wake and a `read`
-            // per beacon), and a millisecond costs nothing against the store's one-second flush.
+            // per beacon), and the wait costs little against the store's one-second flush.
             if let Ok(Ok(())) =
                 tokio::time::timeout(Duration::from_millis(100), self.watch.changed()).await
             {
