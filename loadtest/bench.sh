@@ -165,6 +165,9 @@ LUA
   fi
 }
 
+# CPU ticks (user + system) of the ClickHouse server .ci/clickhouse.sh started.
+ch_ticks() { awk '{ print $14 + $15 }' "/proc/$(cat "$FV_CH_DIR/server.pid")/stat"; }
+
 # The ClickHouse collector (COLLECTOR_BIN set to it) on an empty database and data dir; sets CPID.
 start_ch_collector() {
   curl -fsS "$CH_URL/" --data-binary "DROP DATABASE IF EXISTS fv_bench" >/dev/null
@@ -265,8 +268,15 @@ for step in $STEPS; do
       sink_max_run "sink-ch-$i"
       say "(3) fieldvitals with ClickHouse (pair $i of $PAIRS)"
       start_ch_collector
+      CH_BEFORE=$(ch_ticks)
       SERVER_PID=$CPID lt_run "ch-collector-max-$i" --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chmax
+      CH_RUN_END=$(ch_ticks)
       stop_pid "$CPID"
+      # The server goes on merging the parts the run wrote: its CPU 5 s later counts too.
+      sleep 5
+      note "ch-collector-max-$i: ClickHouse server CPU per accepted beacon: $(python3 -c "
+n = $(json_field "$OUT/ch-collector-max-$i.json" '["run"]["accepted"]'); hz = $(getconf CLK_TCK)
+print(f'{($CH_RUN_END - $CH_BEFORE) * 1e6 / hz / n:.0f} µs during the run, {($(ch_ticks) - $CH_BEFORE) * 1e6 / hz / n:.0f} µs with the next 5 s')")"
       note "pair $i: (3)/(1) = $(python3 -c "print(round($(rate_of "ch-collector-max-$i")/$(rate_of "sink-ch-$i"), 3))")"
     done
     read -r RATIO3 SINK_RUN CH_RUN < <(median_pair sink-ch ch-collector-max)
