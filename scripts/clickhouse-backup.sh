@@ -106,7 +106,9 @@ restore() {
       if { [ "$pass" = tables ] && [ "$engine" = MaterializedView ]; } || { [ "$pass" = views ] && [ "$engine" != MaterializedView ]; }; then
         continue
       fi
-      sed -E "s/(^|[^A-Za-z0-9_\`])\`?$old\`?\./\1$DB./g" "$DIR/schema/$t.sql" | q "$(cat)" >/dev/null
+      # The `Merge` table names its database as a string argument, not as a prefix.
+      sed -E -e "s/(^|[^A-Za-z0-9_\`])\`?$old\`?\./\1$DB./g" -e "s/Merge\('$old',/Merge('$DB',/" "$DIR/schema/$t.sql" \
+        | q "$(cat)" >/dev/null
     done < "$DIR/manifest.tsv"
   done
   while IFS=$'\t' read -r t engine rows; do

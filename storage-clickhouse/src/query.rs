@@ -7,7 +7,7 @@
 //! histogram equals the embedded store's for the same samples, and so does every quantile and share.
 
 use crate::config::ClickHouseConfig;
-use crate::schema::{RAW, ROLLUP};
+use crate::schema::{RAW_ALL, ROLLUP};
 use clickhouse::query::Query;
 use clickhouse::Client;
 use storage::{GroupKey, HistQuery, StoreError, HOUR_MS};
@@ -132,7 +132,7 @@ pub fn raw_query(
     let sql = format!(
         "SELECT {g}, count() AS n, toUInt64(sum(rating = 0)) AS good, toUInt64(sum(rating = 1)) AS ni, \
          toUInt64(sum(rating = 2)) AS poor, sumMap([bucket], [toUInt64(1)]) AS hist \
-         FROM {db}.{RAW} WHERE site = ? AND metric = ? AND ({times}){filters} \
+         FROM {db}.{RAW_ALL} WHERE site = ? AND metric = ? AND ({times}){filters} \
          GROUP BY g_page, g_device, g_release, g_nav",
         g = group_select(q, ""),
         db = cfg.database,

@@ -11,8 +11,12 @@
 
 use crate::config::ClickHouseConfig;
 
-/// The raw table (what inserts and raw-edge queries name).
-pub const RAW: &str = "samples";
+/// The raw table collectors insert into (schema v3 on).
+pub const RAW: &str = "raw_samples";
+/// The raw table of schema v1–v2 collectors: still read, no longer written by this version.
+pub const RAW_V1: &str = "samples";
+/// Both raw tables as one (a `Merge` table): what raw-edge queries and reconciliation read.
+pub const RAW_ALL: &str = "samples_all";
 /// The hourly rollup table (what rollup queries name).
 pub const ROLLUP: &str = "rollup_hourly";
 /// The migrations record.
@@ -121,16 +125,8 @@ pub fn migrations(cfg: &ClickHouseConfig) -> Vec<Migration> {
     // v1: raw samples. Day partitions (UTC day number) make retention a DROP PARTITION; the sort key serves
     // "one site, one metric, a time range". Codes: device 0 phone 1 tablet 2 desktop; nav = vitals NavType code;
     // metric = vitals Metric code; rating 0 good 1 needs improvement 2 poor; bucket = vitals::histogram::bucket_of.
-    let mut v1 = vec![format!(
-        "CREATE TABLE IF NOT EXISTS {raw}{oc} (\
-         time DateTime, site String, page String, host String, path String, \
-         device UInt8, release String, nav UInt8, metric UInt8, value Float64, rating UInt8, bucket UInt64, \
-         source String, beacon_id UInt64\
-         ) ENGINE = {engine} PARTITION BY intDiv(toUInt32(time), 86400) ORDER BY (site, metric, time)",
-        raw = l.local(RAW),
-        engine = l.engine("MergeTree", RAW),
-    )];
-    v1.extend(l.distributed(RAW));
+    let mut v1 = vec![create_raw(&l, RAW_V1)];
+    v1.extend(l.distributed(RAW_V1));
 
     // v2: hourly rollup, one row per (hour, site, metric, page, device, release, nav), filled by a materialized view
     // on every insert into the raw table. The histogram is a mergeable sumMap of (bucket, count) with the raw
@@ -158,6 +154,25 @@ pub fn migrations(cfg: &ClickHouseConfig) -> Vec<Migration> {
     v2.push(format!(
         "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{ROLLUP}_mv{oc} TO {rollup} AS {select}",
         rollup = l.local(ROLLUP),
+        select = rollup_select_v2(&l.local(RAW_V1)),
+    ));
+
+    // v3: a new raw table with a cheaper view. The v2 view sends every raw row through its GROUP BY twice (as data
+    // and as its source's marker); this one keeps the source as a rollup dimension instead, so each row is grouped
+    // once and a source's marker is the largest id over its own rollup rows (written in the same block, so still
+    // atomic with them). By hand on 18.16, 500,000 rows cost the server 0.54–0.57 s of CPU against 0.79–1.07 s.
+    // The view reads a new table rather than replacing the old view: while collectors of both versions run, each
+    // row meets exactly one view (replacing a view in place would roll up twice, or not at all, whatever was
+    // inserted between the DROP and the CREATE). `samples_all` reads both raw tables.
+    let mut v3 = vec![create_raw(&l, RAW)];
+    v3.extend(l.distributed(RAW));
+    v3.push(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{RAW_ALL}{oc} (\
+         {RAW_COLUMNS}) ENGINE = Merge('{db}', '^({RAW_V1}|{RAW})$')",
+    ));
+    v3.push(format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{RAW}_rollup_mv{oc} TO {rollup} AS {select}",
+        rollup = l.local(ROLLUP),
         select = rollup_select(&l.local(RAW), ""),
     ));
 
@@ -172,7 +187,29 @@ pub fn migrations(cfg: &ClickHouseConfig) -> Vec<Migration> {
             name: "hourly rollup with sumMap histograms",
             statements: v2,
         },
+        Migration {
+            version: 3,
+            name: "raw_samples, rolled up per source without marker rows",
+            statements: v3,
+        },
     ]
+}
+
+/// The raw tables' columns.
+const RAW_COLUMNS: &str = "time DateTime, site String, page String, host String, path String, \
+     device UInt8, release String, nav UInt8, metric UInt8, value Float64, rating UInt8, bucket UInt64, \
+     source String, beacon_id UInt64";
+
+/// A raw table: day partitions (UTC day number) make retention a DROP PARTITION; the sort key serves "one site,
+/// one metric, a time range".
+fn create_raw(l: &Layout, name: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {raw}{oc} ({RAW_COLUMNS}) ENGINE = {engine} \
+         PARTITION BY intDiv(toUInt32(time), 86400) ORDER BY (site, metric, time)",
+        raw = l.local(name),
+        oc = l.on_cluster(),
+        engine = l.engine("MergeTree", name),
+    )
 }
 
 /// The columns the rollup is written with, in order.
@@ -180,11 +217,27 @@ pub const ROLLUP_COLUMNS: &str =
     "hour, r_site, r_metric, r_page, r_device, r_release, r_nav, r_source, \
      samples, good, ni, poor, hist, max_id";
 
-/// The rollup of raw rows (plus one marker row per source), as the view and the repair compute it. Every raw row
-/// is read twice through `ARRAY JOIN [0, 1]`: as data (`mark = 0`) and as its source's marker (`mark = 1`). The
-/// rollup's dimension columns are named `r_*` so that no alias shadows a raw column of the same name (old servers
-/// reject that), and there is no subquery (18.16 cannot push blocks through a view over a subquery).
+/// The rollup of raw rows, as the v3 view and the repair compute it: one row per hour, dimensions and source, each
+/// holding the largest beacon id it covers, so that a source's marker is the largest id over its rows. The rollup's
+/// dimension columns are named `r_*` so that no alias shadows a raw column of the same name (old servers reject
+/// that), and there is no subquery (18.16 cannot push blocks through a view over a subquery).
 fn rollup_select(raw: &str, filter: &str) -> String {
+    format!(
+        "SELECT toDateTime(intDiv(toUInt32(time), 3600) * 3600) AS hour, \
+         site AS r_site, metric AS r_metric, page AS r_page, device AS r_device, release AS r_release, \
+         nav AS r_nav, source AS r_source, \
+         countState() AS samples, sumState(toUInt64(rating = 0)) AS good, sumState(toUInt64(rating = 1)) AS ni, \
+         sumState(toUInt64(rating = 2)) AS poor, sumMapState([bucket], [toUInt64(1)]) AS hist, \
+         maxState(beacon_id) AS max_id \
+         FROM {raw}{filter} \
+         GROUP BY hour, r_site, r_metric, r_page, r_device, r_release, r_nav, r_source"
+    )
+}
+
+/// The v2 view's rollup, kept for databases that a v2 collector may still insert into: data rows without a source,
+/// plus one marker row per source (`r_site` empty) holding the largest beacon id, every raw row read twice through
+/// `ARRAY JOIN [0, 1]`.
+fn rollup_select_v2(raw: &str) -> String {
     format!(
         "SELECT toDateTime(intDiv(toUInt32(time), 3600) * 3600) AS hour, \
          if(mark = 1, '', site) AS r_site, if(mark = 1, toUInt8(0), metric) AS r_metric, \
@@ -194,28 +247,29 @@ fn rollup_select(raw: &str, filter: &str) -> String {
          countState() AS samples, sumState(toUInt64(rating = 0)) AS good, sumState(toUInt64(rating = 1)) AS ni, \
          sumState(toUInt64(rating = 2)) AS poor, sumMapState([bucket], [toUInt64(1)]) AS hist, \
          maxState(beacon_id) AS max_id \
-         FROM {raw} ARRAY JOIN [0, 1] AS mark{filter} \
+         FROM {raw} ARRAY JOIN [0, 1] AS mark \
          GROUP BY hour, r_site, r_metric, r_page, r_device, r_release, r_nav, r_source"
     )
 }
 
-/// Rolls up the raw rows of one source with ids in `(after, through]` (two binds, after the source) that the view
-/// missed.
+/// Rolls up the raw rows of one source with ids in `(after, through]` (two binds, after the source) that a view
+/// missed, from either raw table, as the v3 view would have.
 pub fn repair_rollup_sql(cfg: &ClickHouseConfig) -> String {
     format!(
         "INSERT INTO {db}.{ROLLUP} ({ROLLUP_COLUMNS}) {select}",
         db = cfg.database,
         select = rollup_select(
-            &format!("{}.{RAW}", cfg.database),
+            &format!("{}.{RAW_ALL}", cfg.database),
             " WHERE source = ? AND beacon_id > ? AND beacon_id <= ?"
         ),
     )
 }
 
-/// The largest id the rollup's markers hold for one source (one bind: the source).
+/// The largest id the rollup holds for one source (one bind: the source): over the v3 view's rows of the source and
+/// the v2 view's marker rows, which both carry it in `r_source` (the v2 view's data rows have it empty).
 pub fn rollup_marker_sql(cfg: &ClickHouseConfig) -> String {
     format!(
-        "SELECT toUInt64(maxMerge(max_id)) FROM {}.{ROLLUP} WHERE r_site = '' AND r_source = ?",
+        "SELECT toUInt64(maxMerge(max_id)) FROM {}.{ROLLUP} WHERE r_source = ?",
         cfg.database
     )
 }
@@ -227,6 +281,7 @@ pub fn retained_tables(cfg: &ClickHouseConfig) -> Vec<(String, u32)> {
         cluster: cfg.cluster.as_deref(),
     };
     vec![
+        (l.local(RAW_V1), cfg.raw_retention_days),
         (l.local(RAW), cfg.raw_retention_days),
         (l.local(ROLLUP), cfg.rollup_retention_days),
     ]

@@ -14,7 +14,7 @@
 
 use crate::config::ClickHouseConfig;
 use crate::error::{classify, ErrorClass};
-use crate::schema::RAW;
+use crate::schema::{RAW, RAW_ALL};
 use crate::ClickHouseStore;
 use clickhouse::Client;
 use std::collections::VecDeque;
@@ -27,7 +27,7 @@ use storage::{Accepted, DAY_MS};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-/// One raw row, in the column order of the `samples` table. Its strings are shared by the rows of one beacon (and
+/// One raw row, in the column order of the raw tables. Its strings are shared by the rows of one beacon (and
 /// `source` by every row): one allocation per string per beacon, not per sample.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize)]
 pub struct RawRow {
@@ -303,7 +303,7 @@ async fn reconcile(
 ) -> clickhouse::error::Result<u64> {
     let raw_max = client
         .query(&format!(
-            "SELECT toUInt64(max(beacon_id)) FROM {}.{RAW} WHERE source = ?",
+            "SELECT toUInt64(max(beacon_id)) FROM {}.{RAW_ALL} WHERE source = ?",
             cfg.database
         ))
         .bind(cfg.source.as_str())

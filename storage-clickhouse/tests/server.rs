@@ -10,7 +10,7 @@ use storage::{
 };
 use storage_clickhouse::error::{classify, ErrorClass};
 use storage_clickhouse::testing::{fresh_db, server_url, PrivateServer};
-use storage_clickhouse::{spawn_sink, ClickHouseConfig, ClickHouseStore, Secret};
+use storage_clickhouse::{schema, spawn_sink, ClickHouseConfig, ClickHouseStore, Secret};
 use tokio::sync::mpsc;
 use vitals::wire::{Release, Sample};
 use vitals::{Beacon, DeviceClass, Histogram, Metric, NavType, PageUrl};
@@ -212,7 +212,7 @@ async fn migrations_run_twice_and_concurrently_and_need_ddl_rights() {
         Vec::<u32>::new(),
         "second run applies nothing"
     );
-    assert_eq!(admin.applied_versions().await.unwrap(), vec![1, 2]);
+    assert_eq!(admin.applied_versions().await.unwrap(), vec![1, 2, 3]);
     let tables = count(
         &admin,
         &format!(
@@ -222,8 +222,8 @@ async fn migrations_run_twice_and_concurrently_and_need_ddl_rights() {
     )
     .await;
     assert_eq!(
-        tables, 4,
-        "samples, rollup_hourly, its view, schema_migrations"
+        tables, 7,
+        "samples, rollup_hourly, its view, raw_samples, its view, samples_all, schema_migrations"
     );
     // …but once it exists, the writer and the reader find it current.
     writer.check_schema().await.unwrap();
@@ -264,7 +264,7 @@ async fn answers_equal_the_embedded_store_for_the_same_beacons() {
     let reader = ClickHouseStore::new(u.reader.clone()).unwrap();
     let rows = count(
         &reader,
-        &format!("SELECT count() FROM {}.samples", u.admin.database),
+        &format!("SELECT count() FROM {}.samples_all", u.admin.database),
     )
     .await;
     assert_eq!(
@@ -373,13 +373,13 @@ async fn replays_are_stored_exactly_once() {
     let reader = ClickHouseStore::new(u.reader.clone()).unwrap();
     let db = &u.admin.database;
     assert_eq!(
-        count(&reader, &format!("SELECT count() FROM {db}.samples")).await,
+        count(&reader, &format!("SELECT count() FROM {db}.samples_all")).await,
         samples(&bs)
     );
     assert_eq!(
         count(
             &reader,
-            &format!("SELECT toUInt64(uniqExact(beacon_id, metric)) FROM {db}.samples")
+            &format!("SELECT toUInt64(uniqExact(beacon_id, metric)) FROM {db}.samples_all")
         )
         .await,
         samples(&bs)
@@ -391,7 +391,7 @@ async fn replays_are_stored_exactly_once() {
     };
     store_all(&other, &bs[..100]).await;
     assert_eq!(
-        count(&reader, &format!("SELECT count() FROM {db}.samples")).await,
+        count(&reader, &format!("SELECT count() FROM {db}.samples_all")).await,
         samples(&bs) + samples(&bs[..100])
     );
     drop_db(&u.admin).await;
@@ -419,7 +419,7 @@ async fn bad_rows_are_dropped_and_counted_without_blocking_the_queue() {
     assert_eq!(
         count(
             &admin,
-            &format!("SELECT count() FROM {}.samples", u.admin.database)
+            &format!("SELECT count() FROM {}.samples_all", u.admin.database)
         )
         .await,
         samples(&bs) - 3
@@ -432,7 +432,7 @@ async fn bad_rows_are_dropped_and_counted_without_blocking_the_queue() {
     }
     let client = admin.client().clone();
     let mut ins = client
-        .insert_unescaped::<Short>(&format!("{}.samples", u.admin.database))
+        .insert_unescaped::<Short>(&format!("{}.raw_samples", u.admin.database))
         .await
         .unwrap();
     ins.write(&Short { time: 1 }).await.unwrap();
@@ -446,7 +446,7 @@ async fn bad_rows_are_dropped_and_counted_without_blocking_the_queue() {
     let e = reader
         .client()
         .query(&format!(
-            "INSERT INTO {}.samples (time) VALUES (1)",
+            "INSERT INTO {}.raw_samples (time) VALUES (1)",
             u.admin.database
         ))
         .execute()
@@ -491,7 +491,7 @@ async fn retention_drops_whole_old_day_partitions() {
     bs.extend(beacons(5, 100, 2_000, day(1), HOUR_MS)); // all kept
     store_all(&u.writer, &bs).await;
     let db = &cfg.database;
-    let before = count(&admin, &format!("SELECT count() FROM {db}.samples")).await;
+    let before = count(&admin, &format!("SELECT count() FROM {db}.samples_all")).await;
     assert_eq!(before, samples(&bs));
 
     // The writer may not drop partitions; an admin (or `collector migrate`) runs retention.
@@ -505,7 +505,7 @@ async fn retention_drops_whole_old_day_partitions() {
     .is_err());
     let dropped = admin.enforce_retention(now).await.unwrap();
     assert!(dropped >= 3, "dropped {dropped}");
-    let raw_left = count(&admin, &format!("SELECT count() FROM {db}.samples")).await;
+    let raw_left = count(&admin, &format!("SELECT count() FROM {db}.samples_all")).await;
     assert_eq!(raw_left, samples(&bs[200..]));
     let rollup_left = count(
         &admin,
@@ -577,13 +577,13 @@ async fn an_outage_loses_nothing_and_duplicates_nothing() {
     assert!(!h.degraded);
     let admin = ClickHouseStore::new(u.admin.clone()).unwrap();
     assert_eq!(
-        count(&admin, "SELECT count() FROM fv_outage.samples").await,
+        count(&admin, "SELECT count() FROM fv_outage.samples_all").await,
         samples(&bs)
     );
     assert_eq!(
         count(
             &admin,
-            "SELECT toUInt64(uniqExact(beacon_id, metric)) FROM fv_outage.samples"
+            "SELECT toUInt64(uniqExact(beacon_id, metric)) FROM fv_outage.samples_all"
         )
         .await,
         samples(&bs)
@@ -648,7 +648,7 @@ async fn a_freeze_backup_restores_into_a_fresh_database_with_identical_answers()
         ClickHouseStore::new(dst.reader.clone()).unwrap(),
     );
     assert_eq!(
-        count(&b, &format!("SELECT count() FROM {dst_db}.samples")).await,
+        count(&b, &format!("SELECT count() FROM {dst_db}.samples_all")).await,
         samples(&bs)
     );
     let bys = [
@@ -695,4 +695,79 @@ async fn a_freeze_backup_restores_into_a_fresh_database_with_identical_answers()
         .await,
         samples(&bs) + samples(&more)
     );
+    // And its raw rows are read from the restored database's tables, not the source's.
+    assert_eq!(
+        count(&b, &format!("SELECT count() FROM {dst_db}.samples_all")).await,
+        samples(&bs) + samples(&more)
+    );
+    assert_eq!(
+        count(
+            &a,
+            &format!("SELECT count() FROM {}.samples_all", src.admin.database)
+        )
+        .await,
+        samples(&bs)
+    );
+}
+
+/// What a view missed (a server stopped between the raw part and the view's block) is rolled up once by the repair
+/// the sink runs after an uncertain insert, from either raw table, and the source's marker moves with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollup_repair_rolls_up_once_what_a_view_missed() {
+    let Some(url) = server_url() else { return };
+    let u = migrated(&url, "repair").await;
+    let admin = ClickHouseStore::new(u.admin.clone()).unwrap();
+    let db = u.admin.database.clone();
+    let c = admin.client();
+    let insert = |table: &str, ids: std::ops::Range<u64>| {
+        let rows: Vec<String> = ids
+            .map(|id| {
+                format!(
+                    "(toDateTime({}), 'demo', '/', 'h', '/', 0, '', 0, 0, 1000.0, 0, 500, 'a', {id})",
+                    1_795_600_000 + id
+                )
+            })
+            .collect();
+        format!("INSERT INTO {db}.{table} VALUES {}", rows.join(", "))
+    };
+    let run = |sql: String| async move { c.query(&sql).execute().await.unwrap() };
+    let marker = || async {
+        c.query(&schema::rollup_marker_sql(&u.admin))
+            .bind("a")
+            .fetch_one::<u64>()
+            .await
+            .unwrap()
+    };
+    let rolled_sql =
+        format!("SELECT toUInt64(countMerge(samples)) FROM {db}.rollup_hourly WHERE r_site != ''");
+    let rolled = || count(&admin, &rolled_sql);
+    let repair_sql = schema::repair_rollup_sql(&u.admin);
+    let repair = |after: u64, through: u64| {
+        c.query(&repair_sql)
+            .bind("a")
+            .bind(after)
+            .bind(through)
+            .execute()
+    };
+
+    // 40 rows through the view, then 60 while the view is away: the raw table has them, the rollup does not.
+    run(insert("raw_samples", 1..41)).await;
+    // Then the same for rows that a collector of an earlier version put in `samples`, which the v2 view missed.
+    for (table, view, missed) in [
+        ("raw_samples", "raw_samples_rollup_mv", 41..101),
+        ("samples", "rollup_hourly_mv", 101..111),
+    ] {
+        let (before, through) = (missed.start - 1, missed.end - 1);
+        run(format!("DETACH TABLE {db}.{view}")).await;
+        run(insert(table, missed)).await;
+        run(format!("ATTACH TABLE {db}.{view}")).await;
+        assert_eq!((marker().await, rolled().await), (before, before));
+        repair(before, through).await.unwrap();
+        assert_eq!((marker().await, rolled().await), (through, through));
+    }
+    assert_eq!(
+        count(&admin, &format!("SELECT count() FROM {db}.samples_all")).await,
+        110
+    );
+    drop_db(&u.admin).await;
 }

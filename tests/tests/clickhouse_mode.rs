@@ -101,6 +101,31 @@ fn generate(
     (bodies, truth)
 }
 
+/// Every row of a `/v1/p75?…&by=page,device` answer for metric `m` counts its group's samples and gives the exact
+/// nearest-rank p75 within the histogram's precision.
+fn assert_rows_match_truth(
+    body: &serde_json::Value,
+    m: &str,
+    truth: &HashMap<(String, String, String), Vec<f64>>,
+) {
+    for r in body["rows"].as_array().unwrap() {
+        let key = (
+            r["page"].as_str().unwrap().to_string(),
+            r["device"].as_str().unwrap().to_string(),
+            m.to_string(),
+        );
+        let values = &truth[&key];
+        assert_eq!(r["n"].as_u64().unwrap(), values.len() as u64, "{key:?}");
+        let exact = exact_quantile(values, 0.75);
+        let got = r["p75"].as_f64().unwrap();
+        let tol = if m == "CLS" { 0.001 } else { 1.0 };
+        assert!(
+            (got - exact).abs() <= f64::max(tol, exact * 0.001),
+            "{key:?}: p75 {got} vs exact {exact}"
+        );
+    }
+}
+
 async fn post_all(app: &TestApp, bodies: &[(String, &'static str)]) {
     for (body, device) in bodies {
         let r = app.post(body, ua_for(device)).await;
@@ -162,11 +187,16 @@ async fn clickhouse_mode_stores_every_sample_once_and_answers_like_the_embedded_
     post_all(&ch, &bodies).await;
     post_all(&emb, &bodies).await;
     let sent = (bodies.len() * METRICS.len()) as u64;
-    wait_count(&admin, &format!("SELECT count() FROM {db}.samples"), sent).await;
+    wait_count(
+        &admin,
+        &format!("SELECT count() FROM {db}.samples_all"),
+        sent,
+    )
+    .await;
     assert_eq!(
         count(
             &admin,
-            &format!("SELECT toUInt64(uniqExact(beacon_id, metric)) FROM {db}.samples")
+            &format!("SELECT toUInt64(uniqExact(beacon_id, metric)) FROM {db}.samples_all")
         )
         .await,
         sent,
@@ -193,24 +223,11 @@ async fn clickhouse_mode_stores_every_sample_once_and_answers_like_the_embedded_
         let (_, body) = ch
             .get_json(&format!("/v1/p75?site=demo&metric={m}&by=page,device"))
             .await;
-        let rows = body["rows"].as_array().unwrap();
-        assert_eq!(rows.len(), PAGES.len() * DEVICES.len());
-        for r in rows {
-            let key = (
-                r["page"].as_str().unwrap().to_string(),
-                r["device"].as_str().unwrap().to_string(),
-                m.to_string(),
-            );
-            let values = &truth[&key];
-            let exact = exact_quantile(values, 0.75);
-            let got = r["p75"].as_f64().unwrap();
-            let tol = if m == "CLS" { 0.001 } else { 1.0 };
-            assert!(
-                (got - exact).abs() <= f64::max(tol, exact * 0.001),
-                "{key:?}: p75 {got} vs exact {exact}"
-            );
-            assert_eq!(r["n"].as_u64().unwrap(), values.len() as u64);
-        }
+        assert_eq!(
+            body["rows"].as_array().unwrap().len(),
+            PAGES.len() * DEVICES.len()
+        );
+        assert_rows_match_truth(&body, m, &truth);
     }
     // /readyz in ClickHouse mode, all well.
     let (status, body) = ch.get_json("/readyz").await;
@@ -241,7 +258,7 @@ async fn a_sixty_second_outage_loses_nothing_and_readyz_says_degraded() {
     post_all(&app, &bodies[..300]).await;
     wait_count(
         &admin,
-        "SELECT count() FROM fv_e2e_outage.samples",
+        "SELECT count() FROM fv_e2e_outage.samples_all",
         samples(300),
     )
     .await;
@@ -287,14 +304,14 @@ async fn a_sixty_second_outage_loses_nothing_and_readyz_says_degraded() {
     server.start().await;
     wait_count(
         &admin,
-        "SELECT count() FROM fv_e2e_outage.samples",
+        "SELECT count() FROM fv_e2e_outage.samples_all",
         samples(bodies.len()),
     )
     .await;
     assert_eq!(
         count(
             &admin,
-            "SELECT toUInt64(uniqExact(beacon_id, metric)) FROM fv_e2e_outage.samples"
+            "SELECT toUInt64(uniqExact(beacon_id, metric)) FROM fv_e2e_outage.samples_all"
         )
         .await,
         samples(bodies.len()),
@@ -346,10 +363,10 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
             "{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("at schema version 2"), "{stdout}");
+        assert!(stdout.contains("at schema version 3"), "{stdout}");
     }
     let store = admin(&url, &db);
-    assert_eq!(store.applied_versions().await.unwrap(), vec![1, 2]);
+    assert_eq!(store.applied_versions().await.unwrap(), vec![1, 2, 3]);
 
     let out = collector(
         &["--clickhouse-user", "fv_writer", "config", "show"],
@@ -421,7 +438,7 @@ async fn a_restarted_collector_keeps_its_source_and_stores_everything_once() {
     )
     .unwrap();
     assert_eq!(
-        count(&admin, &format!("SELECT count() FROM {db}.samples")).await,
+        count(&admin, &format!("SELECT count() FROM {db}.samples_all")).await,
         samples(200)
     );
 
@@ -429,7 +446,7 @@ async fn a_restarted_collector_keeps_its_source_and_stores_everything_once() {
     post_all(&app, &bodies[200..]).await;
     wait_count(
         &admin,
-        &format!("SELECT count() FROM {db}.samples"),
+        &format!("SELECT count() FROM {db}.samples_all"),
         samples(bodies.len()),
     )
     .await;
@@ -446,7 +463,7 @@ async fn a_restarted_collector_keeps_its_source_and_stores_everything_once() {
     assert_eq!(
         count(
             &admin,
-            &format!("SELECT toUInt64(uniqExact(source, beacon_id, metric)) FROM {db}.samples")
+            &format!("SELECT toUInt64(uniqExact(source, beacon_id, metric)) FROM {db}.samples_all")
         )
         .await,
         samples(bodies.len())
@@ -454,7 +471,7 @@ async fn a_restarted_collector_keeps_its_source_and_stores_everything_once() {
     assert_eq!(
         count(
             &admin,
-            &format!("SELECT toUInt64(uniqExact(source)) FROM {db}.samples")
+            &format!("SELECT toUInt64(uniqExact(source)) FROM {db}.samples_all")
         )
         .await,
         1
@@ -507,7 +524,7 @@ async fn kill_9_during_ingestion_then_restart_stores_every_acknowledged_beacon_o
     // kill -9 right after the last 204: some beacons are only in the spool, some batches may be in flight.
     child.start_kill().unwrap();
     child.wait().await.unwrap();
-    let before = count(&admin, &format!("SELECT count() FROM {db}.samples")).await;
+    let before = count(&admin, &format!("SELECT count() FROM {db}.samples_all")).await;
     eprintln!(
         "kill -9 after {acknowledged} acknowledged beacons: {before} of {} rows stored before the restart",
         acknowledged * METRICS.len()
@@ -516,14 +533,14 @@ async fn kill_9_during_ingestion_then_restart_stores_every_acknowledged_beacon_o
     let (mut child, _base) = spawn_collector_bin(&data, &args).await;
     wait_count(
         &admin,
-        &format!("SELECT count() FROM {db}.samples"),
+        &format!("SELECT count() FROM {db}.samples_all"),
         (acknowledged * METRICS.len()) as u64,
     )
     .await;
     assert_eq!(
         count(
             &admin,
-            &format!("SELECT toUInt64(uniqExact(beacon_id, metric)) FROM {db}.samples")
+            &format!("SELECT toUInt64(uniqExact(beacon_id, metric)) FROM {db}.samples_all")
         )
         .await,
         (acknowledged * METRICS.len()) as u64,
@@ -539,4 +556,140 @@ async fn kill_9_during_ingestion_then_restart_stores_every_acknowledged_beacon_o
     child.start_kill().unwrap();
     let _ = child.wait().await;
     drop_db(&admin, &db).await;
+}
+
+/// A collector in ClickHouse mode on `db` that has posted `bodies`, once `count_sql` counts `want`.
+async fn collector_posting(
+    url: &str,
+    db: &str,
+    bodies: &[(String, &'static str)],
+    admin: &ClickHouseStore,
+    count_sql: &str,
+    want: u64,
+) -> (TestApp, tempfile::TempDir) {
+    let (d, dir) = tempdir();
+    let app = TestApp::spawn_with(clickhouse_config(&dir, url, db)).await;
+    post_all(&app, bodies).await;
+    wait_count(admin, count_sql, want).await;
+    (app, d)
+}
+
+/// A database created before schema v3 (raw rows in `samples`, rolled up by the v2 view with marker rows) keeps
+/// its data through the upgrade: after `migrate`, new beacons go to `raw_samples` and its view, and every answer
+/// covers both, each sample counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_schema_v3_is_upgraded_with_its_data_counted_once() {
+    let Some(url) = server_url() else { return };
+    let (old_db, tmp_db) = (fresh_db("v2_upgrade"), fresh_db("v2_rows"));
+    let (admin_old, admin_tmp) = (admin(&url, &old_db), admin(&url, &tmp_db));
+    let (bodies, truth) = generate(91, 300);
+    let (first, second) = bodies.split_at(120);
+
+    // Rows exactly as a collector's sink writes them, for the first beacons (in a scratch database)...
+    admin_tmp.migrate().await.unwrap();
+    let first_n = (first.len() * METRICS.len()) as u64;
+    let raw_sql = format!("SELECT count() FROM {tmp_db}.raw_samples");
+    let (tmp, _d0) = collector_posting(&url, &tmp_db, first, &admin_tmp, &raw_sql, first_n).await;
+    tmp.stop().await;
+
+    // ...copied into a database at schema v2, where the v2 view rolls them up with its marker rows.
+    let client = admin_old.client();
+    let cfg = ClickHouseConfig {
+        database: old_db.clone(),
+        ..Default::default()
+    };
+    client
+        .query(&storage_clickhouse::schema::create_database(&cfg))
+        .execute()
+        .await
+        .unwrap();
+    client
+        .query(&storage_clickhouse::schema::create_migrations_table(&cfg))
+        .execute()
+        .await
+        .unwrap();
+    for m in storage_clickhouse::schema::migrations(&cfg)
+        .into_iter()
+        .filter(|m| m.version <= 2)
+    {
+        for s in &m.statements {
+            client.query(s).execute().await.unwrap();
+        }
+        client
+            .query(&format!(
+                "INSERT INTO {old_db}.schema_migrations (version, name, applied_at) VALUES (?, ?, now())"
+            ))
+            .bind(m.version)
+            .bind(m.name)
+            .execute()
+            .await
+            .unwrap();
+    }
+    client
+        .query(&format!(
+            "INSERT INTO {old_db}.samples SELECT time, site, page, host, path, device, release, nav, metric, value, \
+             rating, bucket, 'v2-collector' AS source, beacon_id FROM {tmp_db}.raw_samples"
+        ))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(admin_old.applied_versions().await.unwrap(), vec![1, 2]);
+
+    // The upgrade, then the rest of the beacons from a collector of this version.
+    assert_eq!(admin_old.migrate().await.unwrap(), vec![3]);
+    let total = (bodies.len() * METRICS.len()) as u64;
+    let all_sql = format!("SELECT count() FROM {old_db}.samples_all");
+    let (app, _d1) = collector_posting(&url, &old_db, second, &admin_old, &all_sql, total).await;
+    assert_eq!(
+        count(&admin_old, &format!("SELECT count() FROM {old_db}.samples")).await,
+        first_n,
+        "the old raw table keeps the old rows and gets no new ones"
+    );
+    // Each sample rolled up once: the v2 view's rows for the old ones, the v3 view's for the new.
+    wait_count(
+        &admin_old,
+        &format!(
+            "SELECT toUInt64(countMerge(samples)) FROM {old_db}.rollup_hourly WHERE r_site != ''"
+        ),
+        total,
+    )
+    .await;
+    // The markers: the v2 view's marker row for the old source, the v3 view's rows for the new one.
+    let marker = |source: &str| {
+        admin_old
+            .client()
+            .query(&storage_clickhouse::schema::rollup_marker_sql(&cfg))
+            .bind(source.to_string())
+            .fetch_one::<u64>()
+    };
+    let old_max = count(
+        &admin_tmp,
+        &format!("SELECT toUInt64(max(beacon_id)) FROM {tmp_db}.raw_samples"),
+    )
+    .await;
+    assert_eq!(marker("v2-collector").await.unwrap(), old_max);
+    let new_source = admin_old
+        .client()
+        .query(&format!("SELECT any(source) FROM {old_db}.raw_samples"))
+        .fetch_one::<String>()
+        .await
+        .unwrap();
+    let new_max = count(
+        &admin_old,
+        &format!("SELECT toUInt64(max(beacon_id)) FROM {old_db}.raw_samples"),
+    )
+    .await;
+    assert_eq!(marker(&new_source).await.unwrap(), new_max);
+
+    // Answers cover both tables: n and the p75 of every group against the exact values of all 300 beacons.
+    for m in METRICS {
+        app.wait_for_total("demo", m, bodies.len() as u64).await;
+        let (_, body) = app
+            .get_json(&format!("/v1/p75?site=demo&metric={m}&by=page,device"))
+            .await;
+        assert_rows_match_truth(&body, m, &truth);
+    }
+    app.stop().await;
+    drop_db(&admin_old, &old_db).await;
+    drop_db(&admin_tmp, &tmp_db).await;
 }
