@@ -211,7 +211,10 @@ impl Application {
         ));
         let threads = match self.config.connection_threads {
             0 => None,
-            n => Some(ConnectionThreads::start(n).context("cannot start the connection threads")?),
+            n => Some(
+                ConnectionThreads::start(n.into())
+                    .context("cannot start the connection threads")?,
+            ),
         };
         let main = tokio::runtime::Handle::current();
         let placement = match &threads {

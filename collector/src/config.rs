@@ -102,9 +102,10 @@ pub struct Config {
     #[arg(long, env = "FIELDVITALS_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_secs: u64,
     /// Threads that serve the public listener's connections, each its own single-threaded runtime (0: serve them on
-    /// the shared worker pool). Default: one per CPU.
-    #[arg(long, env = "FIELDVITALS_CONNECTION_THREADS", default_value_t = default_connection_threads())]
-    pub connection_threads: usize,
+    /// the shared worker pool; at most 256). Default: one per CPU.
+    #[arg(long, env = "FIELDVITALS_CONNECTION_THREADS", default_value_t = default_connection_threads(),
+          value_parser = clap::value_parser!(u16).range(0..=MAX_CONNECTION_THREADS as i64))]
+    pub connection_threads: u16,
     /// Seconds a whole request (headers and body) may take.
     #[arg(long, env = "FIELDVITALS_REQUEST_TIMEOUT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_secs: u64,
@@ -116,9 +117,13 @@ pub struct Config {
     pub clickhouse: crate::storage_select::ClickHouseArgs,
 }
 
+/// Most connection threads: more than cores buys nothing, and a typo must not start thousands of threads.
+pub const MAX_CONNECTION_THREADS: u16 = 256;
+
 /// One connection thread per CPU the process may use.
-pub fn default_connection_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+pub fn default_connection_threads() -> u16 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().min(MAX_CONNECTION_THREADS as usize) as u16)
 }
 
 impl Config {

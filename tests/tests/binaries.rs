@@ -169,6 +169,17 @@ fn collector_refuses_bad_flags_and_a_port_in_use() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+    // A typo must not start thousands of threads.
+    let out = Command::new(bin_path("collector"))
+        .args(["--connection-threads", "5000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--connection-threads") && err.contains("0..=256"),
+        "{err}"
+    );
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     let d = tempfile::tempdir().unwrap();
