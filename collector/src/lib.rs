@@ -1,6 +1,7 @@
 //! The fieldvitals collector: beacons in, percentiles out.
 //!
-//! Data path: `POST /v1/beacon` ([`routes::beacon`]) reads at most 64 KiB, decodes and validates the body with
+//! Data path: `POST /v1/beacon` ([`routes::beacon`], run on its connection's own thread: [`server::ConnectionThreads`])
+//! reads at most 64 KiB, decodes and validates the body with
 //! [`vitals::wire`], derives the device class from the request headers, remembers the samples for
 //! `GET /v1/recent` ([`recent`]) and hands an [`storage::Accepted`] to the [`intake::Intake`] — a bounded queue, the
 //! explicit seam between "accepted" and "aggregated" (answered 503 + Retry-After when full). No storage I/O happens

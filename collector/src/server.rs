@@ -1,6 +1,7 @@
 //! Serving a router on a listener with the limits a public endpoint needs: a deadline for request headers
 //! (slowloris), a cap on header bytes, the peer address for each request, and a graceful shutdown that stops
-//! accepting and lets in-flight requests finish.
+//! accepting and lets in-flight requests finish. The public listener's connections are dealt over
+//! [`ConnectionThreads`], one single-threaded runtime per CPU; the admin listener's stay on the worker pool.
 //!
 //! The header deadline is kept per connection, not per request. hyper's own (`header_read_timeout`) arms and
 //! cancels a timer for every request; at the maximum ingest rate that cost 4-7 µs of CPU per beacon (three
