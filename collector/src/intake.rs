@@ -101,12 +101,14 @@ pub fn spawn_checkpointer(
             tick.tick().await;
             spool.checkpoint(stored_through());
             let s = spool.stats();
-            metrics
-                .spool_bytes
-                .store(s.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
-            metrics
-                .spool_segments
-                .store(s.segments.load(Ordering::Relaxed), Ordering::Relaxed);
+            for (to, from) in [
+                (&metrics.spool_bytes, &s.bytes),
+                (&metrics.spool_segments, &s.segments),
+                (&metrics.spool_records_appended, &s.appended),
+                (&metrics.spool_writes, &s.writes),
+            ] {
+                to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
             let oldest = s.oldest_unstored_ms.load(Ordering::Relaxed);
             let now = chrono::Utc::now().timestamp_millis() as u64;
             metrics.spool_oldest_unstored_ms.store(

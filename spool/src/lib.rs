@@ -1,9 +1,10 @@
 //! fieldvitals' durable spool: what sits between "accepted" (the 204) and "stored".
 //!
 //! Data path: the ingest handler calls [`Spool::append`] with an encoded beacon; the append frames it ([`record`])
-//! with a sequence number and a CRC and writes it to the active segment file with one `write`, in the calling task
-//! and under the spool's lock, and only then returns its sequence number — so a beacon answered 204 is in the file
-//! and survives a crash or `kill -9` of the collector. A syncer thread `fdatasync`s what was written every
+//! into its thread's open batch, where the other appends that become ready on that thread in the same scheduler
+//! turn join it; the batch's first append then numbers the records, checksums them and writes them all to the
+//! active segment file with one `write`, under the spool's lock, and only then does each append return its
+//! sequence number — so a beacon answered 204 is in the file and survives a crash or `kill -9` of the collector. A syncer thread `fdatasync`s what was written every
 //! [`SpoolOptions::fsync_interval`]; with an interval of zero each append waits for a sync instead, and the first
 //! waiter syncs for every append queued behind it (group commit): then a power loss cannot cost an acknowledged
 //! beacon either. The store side reads the log in order with a [`Reader`] from its own checkpoint (the embedded
@@ -82,6 +83,8 @@ pub struct SpoolStats {
     pub segments: AtomicU64,
     /// Records appended since open.
     pub appended: AtomicU64,
+    /// `write` calls that appended them (a batch is one).
+    pub writes: AtomicU64,
     /// The last sequence number written.
     pub last_seq: AtomicU64,
     /// The last sequence number known durable (`fdatasync`ed).
@@ -109,8 +112,8 @@ pub struct Recovery {
     pub next_seq: u64,
 }
 
-/// The active segment and everything an append changes, behind one lock. Appends write in the calling task: a
-/// record costs one `write` under this lock, instead of two thread hand-offs (to a writer thread and back), which
+/// The active segment and everything an append changes, behind one lock. Appends write in the calling tasks: a
+/// batch costs one `write` under this lock, instead of two thread hand-offs (to a writer thread and back), which
 /// at 20,000 beacons/s on two cores were most of the spool's cost and a source of scheduling delay.
 struct Active {
     /// Shared with syncs, which must not hold this lock while `fdatasync` runs.
@@ -121,8 +124,6 @@ struct Active {
     len: u64,
     /// The next sequence number to assign.
     next_seq: u64,
-    /// Framing buffer, reused.
-    buf: Vec<u8>,
     /// Segments rolled off and not yet synced: the next sync covers them before the active one.
     retired: Vec<Arc<File>>,
     /// A segment file was created since the last sync: its directory entry needs syncing too.
@@ -218,7 +219,6 @@ impl Spool {
                 segment: active_first,
                 len: active_len,
                 next_seq,
-                buf: Vec::with_capacity(64 * 1024),
                 retired: Vec::new(),
                 dir_dirty: false,
                 closed: false,
@@ -254,18 +254,43 @@ impl Spool {
     }
 
     /// Appends a record and returns its sequence number once it is written (and synced, with a zero fsync
-    /// interval). Fails at once when the spool is full or closed. The write happens in the caller, under the
-    /// spool's lock; only a zero fsync interval makes the caller wait (for the group's `fdatasync`).
+    /// interval). Fails at once when the spool is full or closed. Appends made on one thread in one scheduler turn
+    /// are gathered and written together ([`Batch`]); only a zero fsync interval makes the caller wait beyond that
+    /// (for the group's `fdatasync`).
     pub async fn append(&self, payload: &[u8]) -> Result<u64, SpoolError> {
-        let seq = self.write(payload)?;
+        let seq = self.gathered_write(payload).await?;
         if self.shared.options.fsync_interval.is_zero() {
             self.sync_through(seq).await?;
         }
         Ok(seq)
     }
 
-    /// Frames and writes one record to the active segment.
-    fn write(&self, payload: &[u8]) -> Result<u64, SpoolError> {
+    /// Joins this thread's open batch, or opens one and writes it after letting the thread's other ready tasks
+    /// join. Returns once the record is in the file.
+    async fn gathered_write(&self, payload: &[u8]) -> Result<u64, SpoolError> {
+        let bytes = self.shared.stats.bytes.load(Ordering::Relaxed);
+        if bytes >= self.shared.options.max_bytes {
+            return Err(SpoolError::Full(bytes));
+        }
+        let key = Arc::as_ptr(&self.shared) as usize;
+        if let Some((batch, index)) = Batch::join(key, payload) {
+            return batch.wait().await.map(|first| first + index);
+        }
+        let batch = Arc::new(Batch::new(payload));
+        Batch::open(key, batch.clone());
+        let mut leader = Leader {
+            spool: self,
+            batch: Some(batch),
+        };
+        // Back to the end of the run queue: the connections this thread found ready in the same turn append to
+        // the batch meanwhile. (A multi-threaded runtime may resume the leader elsewhere; the batch still holds
+        // what joined it.)
+        tokio::task::yield_now().await;
+        leader.write()
+    }
+
+    /// Frames and writes a sealed batch to the active segment with one `write`; returns its first sequence number.
+    fn write_batch(&self, framed: &mut [u8], count: u64) -> Result<u64, SpoolError> {
         let shared = &*self.shared;
         let bytes = shared.stats.bytes.load(Ordering::Relaxed);
         if bytes >= shared.options.max_bytes {
@@ -279,34 +304,39 @@ impl Spool {
         if a.len >= shared.options.segment_bytes {
             roll(shared, a)?;
         }
-        let seq = a.next_seq;
-        a.buf.clear();
-        record::encode(&mut a.buf, seq, payload);
-        if let Err(e) = (&*a.file).write_all(&a.buf) {
-            // Cut a partial write back off so the log stays a sequence of whole records; the sequence number is
-            // reused, since nothing of this record was acknowledged.
+        // Sequence numbers are given out here, under the lock, so they follow file order and a failed write
+        // consumes none.
+        let first = a.next_seq;
+        record::seal_all(framed, first);
+        if let Err(e) = (&*a.file).write_all(framed) {
+            // Cut a partial write back off so the log stays a sequence of whole records; the sequence numbers
+            // are reused, since nothing of this batch was acknowledged.
             let _ = a.file.set_len(a.len);
             let err = io_err(e, &shared.dir);
             tracing::error!(error = %err, "spool write failed");
             return Err(err);
         }
-        a.len += a.buf.len() as u64;
-        a.next_seq += 1;
+        let last = first + count - 1;
+        a.len += framed.len() as u64;
+        a.next_seq = last + 1;
         let stats = &shared.stats;
-        stats.bytes.fetch_add(a.buf.len() as u64, Ordering::Relaxed);
-        stats.appended.fetch_add(1, Ordering::Relaxed);
-        stats.last_seq.store(seq, Ordering::Relaxed);
+        stats
+            .bytes
+            .fetch_add(framed.len() as u64, Ordering::Relaxed);
+        stats.appended.fetch_add(count, Ordering::Relaxed);
+        stats.writes.fetch_add(1, Ordering::Relaxed);
+        stats.last_seq.store(last, Ordering::Relaxed);
         {
             let mut times = shared.pending_times.lock().expect("spool lock");
             let t = now_ms();
             match times.back_mut() {
-                // Same millisecond: the entry now ends at this record.
-                Some(last) if last.1 == t => last.0 = seq,
+                // Same millisecond: the entry now ends at this batch.
+                Some(entry) if entry.1 == t => entry.0 = last,
                 _ => {
                     if times.is_empty() {
                         stats.oldest_unstored_ms.store(t, Ordering::Relaxed);
                     }
-                    times.push_back((seq, t));
+                    times.push_back((last, t));
                     if times.len() > 100_000 {
                         times.pop_front();
                     }
@@ -318,10 +348,10 @@ impl Spool {
             shared.written.send_replace(Mark {
                 segment: a.segment,
                 offset: a.len,
-                last_seq: seq,
+                last_seq: last,
             });
         }
-        Ok(seq)
+        Ok(first)
     }
 
     /// Waits until `seq` is durable: the first waiter syncs everything written so far, for itself and for every
@@ -404,6 +434,133 @@ impl Spool {
         self.shared.finished.store(true, Ordering::Release);
         // Wake readers waiting for a write, so they notice the end.
         self.shared.written.send_modify(|_| {});
+    }
+}
+
+/// Largest batch: past it, the next append opens another (bounds the memory one turn can gather).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Appends gathered on one thread during one scheduler turn. The first append (the leader) opens it and yields;
+/// appends that run on the same thread before the leader resumes join it; the leader then writes all of them with
+/// one `write` and wakes the others. At the ingest ceiling a `write` per record into ext4 was the largest single
+/// cost of the request path (the inode lock, the page-cache copy and the size update, per beacon); a batch pays
+/// them once. Batches are per thread so that waking the joined appends never crosses threads.
+struct Batch {
+    inner: Mutex<BatchInner>,
+    /// The first sequence number, or why the batch failed. Set once, before `written` notifies.
+    done: std::sync::OnceLock<Result<u64, SpoolError>>,
+    written: tokio::sync::Notify,
+}
+
+struct BatchInner {
+    /// Records framed with their lengths; sequence numbers and checksums are filled in when written.
+    framed: Vec<u8>,
+    count: u64,
+    /// Taken by the leader: nothing joins any more.
+    sealed: bool,
+}
+
+thread_local! {
+    /// This thread's open batch per spool (keyed by the spool's address; there is rarely more than one spool).
+    static OPEN_BATCHES: std::cell::RefCell<Vec<(usize, Arc<Batch>)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Batch {
+    fn new(payload: &[u8]) -> Batch {
+        let mut framed = Vec::with_capacity(16 * 1024);
+        record::frame(&mut framed, payload);
+        Batch {
+            inner: Mutex::new(BatchInner {
+                framed,
+                count: 1,
+                sealed: false,
+            }),
+            done: std::sync::OnceLock::new(),
+            written: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Adds `payload` to this thread's open batch for the spool `key`, if there is one with room: the batch and
+    /// the record's index in it.
+    fn join(key: usize, payload: &[u8]) -> Option<(Arc<Batch>, u64)> {
+        OPEN_BATCHES.with(|open| {
+            let open = open.borrow();
+            let (_, batch) = open.iter().find(|(k, _)| *k == key)?;
+            let mut inner = batch.inner.lock().expect("batch lock");
+            if inner.sealed || inner.framed.len() >= MAX_BATCH_BYTES {
+                return None;
+            }
+            record::frame(&mut inner.framed, payload);
+            let index = inner.count;
+            inner.count += 1;
+            Some((batch.clone(), index))
+        })
+    }
+
+    /// Makes `batch` this thread's open batch for the spool `key`.
+    fn open(key: usize, batch: Arc<Batch>) {
+        OPEN_BATCHES.with(|open| {
+            let mut open = open.borrow_mut();
+            match open.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = batch,
+                None => open.push((key, batch)),
+            }
+        });
+    }
+
+    /// Forgets `batch` as this thread's open batch, if it still is.
+    fn close(key: usize, batch: &Arc<Batch>) {
+        OPEN_BATCHES.with(|open| {
+            open.borrow_mut()
+                .retain(|(k, b)| !(*k == key && Arc::ptr_eq(b, batch)));
+        });
+    }
+
+    /// The first sequence number once the leader has written the batch.
+    async fn wait(&self) -> Result<u64, SpoolError> {
+        let written = self.written.notified();
+        tokio::pin!(written);
+        // Registered before looking, so a notification between the look and the wait is not missed.
+        written.as_mut().enable();
+        if let Some(r) = self.done.get() {
+            return r.clone();
+        }
+        written.await;
+        self.done.get().cloned().unwrap_or(Err(SpoolError::Closed))
+    }
+}
+
+/// The append that opened a batch. Writing is its job even if its request is dropped while it yields (a client
+/// gone, a timeout): the records that joined are waiting for it, so dropping it writes the batch there and then.
+struct Leader<'a> {
+    spool: &'a Spool,
+    batch: Option<Arc<Batch>>,
+}
+
+impl Leader<'_> {
+    /// Seals the batch, writes it, and wakes whoever joined; the leader's own record is the first.
+    fn write(&mut self) -> Result<u64, SpoolError> {
+        let Some(batch) = self.batch.take() else {
+            return Err(SpoolError::Closed);
+        };
+        Batch::close(Arc::as_ptr(&self.spool.shared) as usize, &batch);
+        let (mut framed, count) = {
+            let mut inner = batch.inner.lock().expect("batch lock");
+            inner.sealed = true;
+            (std::mem::take(&mut inner.framed), inner.count)
+        };
+        let result = self.spool.write_batch(&mut framed, count);
+        let _ = batch.done.set(result.clone());
+        batch.written.notify_waiters();
+        result
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if self.batch.is_some() {
+            let _ = self.write();
+        }
     }
 }
 

@@ -297,3 +297,72 @@ async fn a_zero_fsync_interval_acknowledges_only_synced_records_and_syncs_in_gro
     }
     s.close();
 }
+
+/// Appends that are ready on one thread in the same turn share one `write`, each keeps its own sequence number,
+/// and all read back in order.
+#[tokio::test(flavor = "current_thread")]
+async fn appends_ready_together_share_one_write() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path(), SpoolOptions::default(), 0).unwrap();
+    let tasks: Vec<_> = (0..50u64)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { (append(&s, payload(i)).await.unwrap(), i) })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.push(t.await.unwrap());
+    }
+    acked.sort();
+    assert_eq!(
+        acked.iter().map(|a| a.0).collect::<Vec<_>>(),
+        (1..=50).collect::<Vec<_>>()
+    );
+    let writes = s.stats().writes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(writes < 5, "50 appends ready at once took {writes} writes");
+    // One at a time, each is its own batch.
+    append(&s, payload(50)).await.unwrap();
+    append(&s, payload(51)).await.unwrap();
+    assert_eq!(
+        s.stats().writes.load(std::sync::atomic::Ordering::Relaxed),
+        writes + 2
+    );
+    let mut r = s.reader(0);
+    for (seq, i) in acked.into_iter().chain([(51, 50), (52, 51)]) {
+        assert_eq!(r.next().await.unwrap().unwrap(), (seq, payload(i)));
+    }
+    s.close();
+}
+
+/// The append that opened a batch is dropped (its client went away) before it wrote: the records that joined it
+/// are written anyway, and answered.
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_leader_still_writes_the_batch() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path(), SpoolOptions::default(), 0).unwrap();
+    let leader = tokio::spawn({
+        let s = s.clone();
+        async move { append(&s, payload(1)).await }
+    });
+    let follower = tokio::spawn({
+        let s = s.clone();
+        async move { append(&s, payload(2)).await }
+    });
+    // The leader opens the batch and yields, the follower joins it; this task resumes before the leader does.
+    tokio::task::yield_now().await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    let answered = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the joined append is answered");
+    assert_eq!(answered.unwrap().unwrap(), 2);
+    let mut r = s.reader(0);
+    assert_eq!(r.next().await.unwrap().unwrap(), (1, payload(1)));
+    assert_eq!(r.next().await.unwrap().unwrap(), (2, payload(2)));
+    assert_eq!(
+        s.stats().writes.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    s.close();
+}

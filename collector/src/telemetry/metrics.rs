@@ -16,6 +16,7 @@
 //! | `fieldvitals_store_samples_written_total` | counter | – |
 //! | `fieldvitals_queue_depth` | gauge | – |
 //! | `fieldvitals_spool_records_skipped_total` | counter | – |
+//! | `fieldvitals_spool_records_appended_total`, `fieldvitals_spool_writes_total` | counter | – |
 //! | `fieldvitals_spool_bytes`, `fieldvitals_spool_segments`, `fieldvitals_spool_oldest_unstored_age_seconds` | gauge | – |
 
 use std::fmt::Write as _;
@@ -193,6 +194,10 @@ pub struct Metrics {
     pub spool_oldest_unstored_ms: AtomicU64,
     /// Spool records that could not be decoded and were skipped.
     pub spool_records_skipped: AtomicU64,
+    /// Records appended to the spool since start.
+    pub spool_records_appended: AtomicU64,
+    /// `write` calls that appended them (records per write = how well appends are gathered).
+    pub spool_writes: AtomicU64,
 }
 
 impl Metrics {
@@ -304,6 +309,18 @@ impl Metrics {
             "fieldvitals_queue_depth",
             "Accepted beacons waiting for the store writer.",
             load(&self.queue_depth) as f64,
+        );
+        counter(
+            &mut o,
+            "fieldvitals_spool_records_appended_total",
+            "Records appended to the spool.",
+            load(&self.spool_records_appended),
+        );
+        counter(
+            &mut o,
+            "fieldvitals_spool_writes_total",
+            "Writes to the spool's files (appends ready together share one).",
+            load(&self.spool_writes),
         );
         gauge(
             &mut o,
