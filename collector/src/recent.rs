@@ -40,21 +40,28 @@ pub struct RecentSample {
     pub attribution: Option<serde_json::Value>,
 }
 
+/// An accepted beacon as kept: what was stored, and the body it came in, for the ids and attribution that the
+/// ingest path checks but does not keep.
+struct Kept {
+    accepted: Accepted,
+    body: Box<[u8]>,
+}
+
 /// Per site, the latest accepted beacons, newest last, holding at most [`PER_SITE`] samples.
 #[derive(Default)]
 struct Ring {
-    beacons: VecDeque<Arc<Accepted>>,
+    beacons: VecDeque<Arc<Kept>>,
     samples: usize,
 }
 
 impl Ring {
-    /// Keeps `accepted` (`n` samples), dropping the oldest beacons past [`PER_SITE`] samples.
-    fn push(&mut self, accepted: Accepted, n: usize) {
-        self.beacons.push_back(Arc::new(accepted));
+    /// Keeps `kept` (`n` samples), dropping the oldest beacons past [`PER_SITE`] samples.
+    fn push(&mut self, kept: Kept, n: usize) {
+        self.beacons.push_back(Arc::new(kept));
         self.samples += n;
         while self.samples > PER_SITE {
             match self.beacons.pop_front() {
-                Some(old) => self.samples -= old.beacon.metrics.len(),
+                Some(old) => self.samples -= old.accepted.beacon.metrics.len(),
                 None => break,
             }
         }
@@ -63,24 +70,29 @@ impl Ring {
 
 /// The recent beacons of every site.
 ///
-/// The ingest path only moves the accepted beacon in (one `Arc`, no per-sample strings: profiling showed building
-/// and dropping those on every beacon among the largest single costs of ingest); the JSON view is built when read.
+/// The ingest path only moves the accepted beacon in, with a copy of its body (one `Arc` and one buffer, no
+/// per-sample strings: profiling showed building and dropping those on every beacon among the largest single costs
+/// of ingest); the JSON view, ids and attribution included, is built when read.
 #[derive(Default)]
 pub struct Recent {
     sites: Mutex<HashMap<String, Ring>>,
 }
 
 impl Recent {
-    /// Remembers an accepted beacon.
-    pub fn push(&self, accepted: Accepted) {
+    /// Remembers an accepted beacon and the (decompressed) body it was decoded from.
+    pub fn push(&self, accepted: Accepted, body: &[u8]) {
         let n = accepted.beacon.metrics.len();
         if n == 0 {
             return;
         }
+        let kept = Kept {
+            accepted,
+            body: body.into(),
+        };
         let mut sites = self.sites.lock().expect("recent lock");
         // One hash lookup for a known site (the map keeps SipHash: site names come from the internet).
-        if let Some(ring) = sites.get_mut(accepted.beacon.site.as_str()) {
-            ring.push(accepted, n);
+        if let Some(ring) = sites.get_mut(kept.accepted.beacon.site.as_str()) {
+            ring.push(kept, n);
             return;
         }
         if sites.len() >= MAX_SITES {
@@ -88,15 +100,15 @@ impl Recent {
         }
         // The site's name is allocated once, when the site is first seen.
         let mut ring = Ring::default();
-        let name = accepted.beacon.site.as_str().to_string();
-        ring.push(accepted, n);
+        let name = kept.accepted.beacon.site.as_str().to_string();
+        ring.push(kept, n);
         sites.insert(name, ring);
     }
 
     /// The latest `limit` samples of a site, newest first.
     pub fn latest(&self, site: &str, limit: usize) -> Vec<RecentSample> {
         // Copy the Arcs out so the lock is not held while formatting.
-        let beacons: Vec<Arc<Accepted>> = {
+        let beacons: Vec<Arc<Kept>> = {
             let sites = self.sites.lock().expect("recent lock");
             match sites.get(site) {
                 Some(r) => r.beacons.iter().rev().cloned().collect(),
@@ -117,28 +129,36 @@ impl Recent {
 }
 
 /// One beacon's samples as shown.
-fn expand(a: &Accepted) -> Vec<RecentSample> {
-    let b = &a.beacon;
+fn expand(kept: &Kept) -> Vec<RecentSample> {
+    let (a, b) = (&kept.accepted, &kept.accepted.beacon);
+    // The body decoded in full: it was accepted, so this succeeds (else the samples show without ids).
+    let full = vitals::decode_beacon(&kept.body).ok();
+    let detail = |metric: vitals::Metric| {
+        full.as_ref()
+            .and_then(|f| f.metrics.iter().find(|s| s.metric == metric))
+    };
     let at = DateTime::<Utc>::from_timestamp_millis(a.received_at_ms)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Millis, true);
     b.metrics
         .iter()
-        .map(|s| RecentSample {
-            received_at: at.clone(),
-            page: b.url.page().to_string(),
-            path: b.url.path().to_string(),
-            host: b.url.host().to_string(),
-            device: a.device.as_str(),
-            release: b.release.as_ref().map(|r| r.as_str().to_string()),
-            nav: b.nav.as_str(),
-            metric: s.metric.as_str(),
-            value: s.value,
-            id: s.id.clone(),
-            attribution: s
-                .attribution
-                .as_deref()
-                .and_then(|j| serde_json::from_str(j).ok()),
+        .map(|s| {
+            let detail = detail(s.metric);
+            RecentSample {
+                received_at: at.clone(),
+                page: b.url.page().to_string(),
+                path: b.url.path().to_string(),
+                host: b.url.host().to_string(),
+                device: a.device.as_str(),
+                release: b.release.as_ref().map(|r| r.as_str().to_string()),
+                nav: b.nav.as_str(),
+                metric: s.metric.as_str(),
+                value: s.value,
+                id: detail.and_then(|d| d.id.clone()),
+                attribution: detail
+                    .and_then(|d| d.attribution.as_deref())
+                    .and_then(|j| serde_json::from_str(j).ok()),
+            }
         })
         .collect()
 }
@@ -147,23 +167,62 @@ fn expand(a: &Accepted) -> Vec<RecentSample> {
 mod tests {
     use super::*;
 
-    fn accepted(site: &str, lcp: f64) -> Accepted {
-        let body = format!(
-            r#"{{"v":1,"site":"{site}","url":"https://a.example/","metrics":[{{"name":"LCP","value":{lcp}}},{{"name":"CLS","value":0.1}}]}}"#
+    fn body(site: &str, lcp: f64) -> String {
+        format!(
+            r#"{{"v":1,"site":"{site}","url":"https://a.example/","metrics":[{{"name":"LCP","value":{lcp},"id":"v1-{lcp}","attribution":{{"target":"img.hero","ttfb":12.5}}}},{{"name":"CLS","value":0.1}}]}}"#
+        )
+    }
+
+    /// Pushes a beacon as the ingest path does: decoded without ids and attribution, with its body.
+    fn push(r: &Recent, site: &str, lcp: f64) {
+        let body = body(site, lcp);
+        let beacon = vitals::wire::decode_beacon_detail(
+            body.as_bytes(),
+            &vitals::page::NoRules,
+            vitals::SampleDetail::ValuesOnly,
+        )
+        .unwrap();
+        assert!(beacon
+            .metrics
+            .iter()
+            .all(|s| s.id.is_none() && s.attribution.is_none()));
+        r.push(
+            Accepted {
+                id: 1,
+                received_at_ms: 1_800_000_000_000,
+                device: vitals::DeviceClass::Phone,
+                beacon,
+            },
+            body.as_bytes(),
         );
-        Accepted {
-            id: 1,
-            received_at_ms: 1_800_000_000_000,
-            device: vitals::DeviceClass::Phone,
-            beacon: vitals::decode_beacon(body.as_bytes()).unwrap(),
-        }
+    }
+
+    #[test]
+    fn ids_and_attribution_are_shown_from_the_kept_body() {
+        let r = Recent::default();
+        push(&r, "a", 2500.0);
+        let shown = r.latest("a", 10);
+        assert_eq!(shown.len(), 2);
+        let (cls, lcp) = (&shown[0], &shown[1]);
+        assert_eq!(
+            (lcp.metric, lcp.value, lcp.id.as_deref()),
+            ("LCP", 2500.0, Some("v1-2500"))
+        );
+        assert_eq!(
+            lcp.attribution,
+            Some(serde_json::json!({"target": "img.hero", "ttfb": 12.5}))
+        );
+        assert_eq!(
+            (cls.metric, cls.id.as_deref(), cls.attribution.as_ref()),
+            ("CLS", None, None)
+        );
     }
 
     #[test]
     fn keeps_the_newest_samples_per_site_and_a_bounded_number_of_sites() {
         let r = Recent::default();
         for i in 0..PER_SITE {
-            r.push(accepted("a", i as f64));
+            push(&r, "a", i as f64);
         }
         let a = r.latest("a", PER_SITE);
         // Two samples per beacon: the newest PER_SITE / 2 beacons, newest first.
@@ -177,12 +236,12 @@ mod tests {
         assert_eq!(lcp.last(), Some(&((PER_SITE / 2) as f64)));
 
         for i in 1..MAX_SITES {
-            r.push(accepted(&format!("s{i}"), 1.0));
+            push(&r, &format!("s{i}"), 1.0);
         }
-        r.push(accepted("one-too-many", 1.0));
+        push(&r, "one-too-many", 1.0);
         assert!(r.latest("one-too-many", 10).is_empty());
         // Known sites still take beacons at the cap.
-        r.push(accepted("a", 5000.0));
+        push(&r, "a", 5000.0);
         assert_eq!(r.latest("a", 1)[0].value, 0.1);
         assert_eq!(r.latest("a", 2)[1].value, 5000.0);
     }

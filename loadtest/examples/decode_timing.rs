@@ -1,5 +1,6 @@
-//! Times the ingest handler's beacon decoding alone: `vitals::decode_beacon` (JSON parse, validation, page
-//! normalisation) over the load generator's bodies, generated up front.
+//! Times the ingest handler's beacon decoding alone (JSON parse, validation, page normalisation) over the load
+//! generator's bodies, generated up front: as the ingest path decodes them (ids and attribution checked, not
+//! kept), and in full (`vitals::decode_beacon`, what `/v1/recent` reads).
 //!
 //! `cargo run --release -p loadtest --example decode_timing -- [BODIES] [ROUNDS] [no-attribution]`
 //!
@@ -26,22 +27,25 @@ fn main() {
         .map(|i| w.body(&w.page_view(i)).into_bytes())
         .collect();
     let bytes: usize = bodies.iter().map(Vec::len).sum();
-    let mut times = Vec::new();
-    let mut samples = 0;
-    for _ in 0..rounds {
-        samples = 0;
-        let t = Instant::now();
-        for b in &bodies {
-            let beacon = vitals::decode_beacon(b).expect("the load generator sends valid beacons");
-            samples += beacon.metrics.len();
+    for detail in [vitals::SampleDetail::ValuesOnly, vitals::SampleDetail::Full] {
+        let mut times = Vec::new();
+        let mut samples = 0;
+        for _ in 0..rounds {
+            samples = 0;
+            let t = Instant::now();
+            for b in &bodies {
+                let beacon = vitals::wire::decode_beacon_detail(b, &vitals::page::NoRules, detail)
+                    .expect("the load generator sends valid beacons");
+                samples += beacon.metrics.len();
+            }
+            times.push(t.elapsed().as_secs_f64() * 1e9 / bodies_n as f64);
         }
-        times.push(t.elapsed().as_secs_f64() * 1e9 / bodies_n as f64);
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{detail:?}: {bodies_n} bodies ({} bytes on average, {samples} samples): ns per beacon min {:.0} median {:.0}",
+            bytes / bodies_n.max(1),
+            times[0],
+            times[times.len() / 2]
+        );
     }
-    times.sort_by(f64::total_cmp);
-    println!(
-        "{bodies_n} bodies ({} bytes on average, {samples} samples): ns per beacon min {:.0} median {:.0}",
-        bytes / bodies_n.max(1),
-        times[0],
-        times[times.len() / 2]
-    );
 }

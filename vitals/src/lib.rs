@@ -18,4 +18,4 @@ pub use device_class::DeviceClass;
 pub use histogram::{Histogram, Quantile};
 pub use metric::{Metric, Rating};
 pub use page::PageUrl;
-pub use wire::{decode_beacon, Beacon, NavType, Sample, SiteId};
+pub use wire::{decode_beacon, Beacon, NavType, Sample, SampleDetail, SiteId};

@@ -177,16 +177,43 @@ pub fn decode_beacon(body: &[u8]) -> Result<Beacon, WireError> {
     decode_beacon_with(body, &crate::page::NoRules)
 }
 
+/// What a decode keeps of each sample besides its metric and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleDetail {
+    /// The `id` and the compacted `attribution` too.
+    Full,
+    /// Neither: both are checked exactly as for [`SampleDetail::Full`] (a beacon is accepted or refused alike),
+    /// but not copied. The ingest path keeps only metric and value; copying ids and compacting attribution
+    /// objects was a third of decoding a beacon.js beacon.
+    ValuesOnly,
+}
+
 /// Parses and validates a beacon body, grouping pages with the site's route rules.
+pub fn decode_beacon_with(body: &[u8], rules: &dyn RouteRules) -> Result<Beacon, WireError> {
+    decode_beacon_detail(body, rules, SampleDetail::Full)
+}
+
+/// Parses and validates a beacon body, keeping `detail` of its samples.
 ///
 /// Well-formed beacons take a borrowing scan ([`decode_fast`]); anything it does not accept as-is (errors, escaped
 /// strings, `null` fields, duplicate keys) is parsed again by the general decoder, which alone produces errors.
 /// Both give the same [`Beacon`] for every body the fast one accepts (property tests check it).
-pub fn decode_beacon_with(body: &[u8], rules: &dyn RouteRules) -> Result<Beacon, WireError> {
-    match decode_fast(body, rules) {
-        Some(beacon) => Ok(beacon),
-        None => decode_general(body, rules),
+pub fn decode_beacon_detail(
+    body: &[u8],
+    rules: &dyn RouteRules,
+    detail: SampleDetail,
+) -> Result<Beacon, WireError> {
+    if let Some(beacon) = decode_fast(body, rules, detail) {
+        return Ok(beacon);
     }
+    let mut beacon = decode_general(body, rules)?;
+    if detail == SampleDetail::ValuesOnly {
+        for s in &mut beacon.metrics {
+            s.id = None;
+            s.attribution = None;
+        }
+    }
+    Ok(beacon)
 }
 
 /// Both decoders' answers, for the differential fuzz target (`fuzz/fuzz_targets/beacon_fast_path.rs`): whenever
@@ -194,15 +221,15 @@ pub fn decode_beacon_with(body: &[u8], rules: &dyn RouteRules) -> Result<Beacon,
 #[doc(hidden)]
 pub fn decode_both_paths(body: &[u8]) -> (Option<Beacon>, Result<Beacon, WireError>) {
     (
-        decode_fast(body, &crate::page::NoRules),
+        decode_fast(body, &crate::page::NoRules, SampleDetail::Full),
         decode_general(body, &crate::page::NoRules),
     )
 }
 
 /// The fast path: `None` whenever the body is anything but a valid beacon the [`scanner`] reads as-is; the general
 /// decoder then decides (and words the error).
-fn decode_fast(body: &[u8], rules: &dyn RouteRules) -> Option<Beacon> {
-    let raw = scanner::scan(body)?;
+fn decode_fast(body: &[u8], rules: &dyn RouteRules, detail: SampleDetail) -> Option<Beacon> {
+    let raw = scanner::scan(body, detail == SampleDetail::Full)?;
     let raw_metrics = raw.metrics?;
     let raw_url = raw.url?;
     // An integer's text only: `1.0` or `1e0` are not the integer 1 to the general decoder either.
@@ -240,7 +267,7 @@ fn decode_fast(body: &[u8], rules: &dyn RouteRules) -> Option<Beacon> {
             Some(s)
                 if !s.is_empty() && s.len() <= MAX_ID_BYTES && !s.chars().any(char::is_control) =>
             {
-                Some(s.to_string())
+                (detail == SampleDetail::Full).then(|| s.to_string())
             }
             Some(_) => return None,
         };
@@ -692,11 +719,92 @@ mod tests {
         #[test]
         fn fast_and_general_decoders_agree(body in beacon_json()) {
             let general = decode_general(body.as_bytes(), &crate::page::NoRules);
-            if let Some(fast) = decode_fast(body.as_bytes(), &crate::page::NoRules) {
+            if let Some(fast) = decode_fast(body.as_bytes(), &crate::page::NoRules, SampleDetail::Full) {
                 prop_assert_eq!(Ok(fast), general.clone(), "{}", body);
             }
             prop_assert_eq!(decode_beacon(body.as_bytes()), general, "{}", body);
         }
+    }
+
+    /// What the ingest path decodes: the full beacon less ids and attribution, or the very same error.
+    fn values_only(body: &[u8]) -> Result<Beacon, WireError> {
+        decode_beacon_detail(body, &crate::page::NoRules, SampleDetail::ValuesOnly)
+    }
+
+    fn without_detail(mut b: Beacon) -> Beacon {
+        for s in &mut b.metrics {
+            s.id = None;
+            s.attribution = None;
+        }
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Keeping only values changes what is kept, never what is accepted, on either path.
+        #[test]
+        fn values_only_decoding_accepts_and_refuses_alike(body in beacon_json()) {
+            let full = decode_beacon(body.as_bytes());
+            prop_assert_eq!(values_only(body.as_bytes()), full.clone().map(without_detail), "{}", body);
+            if let Some(fast) = decode_fast(body.as_bytes(), &crate::page::NoRules, SampleDetail::ValuesOnly) {
+                prop_assert_eq!(Ok(fast), full.map(without_detail), "{}", body);
+            }
+        }
+
+        #[test]
+        fn values_only_decoding_checks_attribution_alike(attrs in proptest::collection::vec(attribution_json(), 1..4)) {
+            let metrics: Vec<String> = attrs
+                .iter()
+                .zip(["LCP", "INP", "CLS"])
+                .map(|(a, name)| format!(r#"{{"name":"{name}","value":1.5,"id":"v1-7","attribution":{a}}}"#))
+                .collect();
+            let body = format!(r#"{{"v":1,"site":"d","url":"https://a.example/","metrics":[{}]}}"#, metrics.join(","));
+            let full = decode_beacon(body.as_bytes());
+            prop_assert_eq!(values_only(body.as_bytes()), full.clone().map(without_detail), "{}", body);
+            if let Some(fast) = decode_fast(body.as_bytes(), &crate::page::NoRules, SampleDetail::ValuesOnly) {
+                prop_assert_eq!(Ok(fast), full.map(without_detail), "{}", body);
+            }
+        }
+    }
+
+    #[test]
+    fn values_only_decoding_refuses_what_full_decoding_refuses_in_attribution() {
+        let body = |attribution: &str| {
+            format!(
+                r#"{{"v":1,"site":"d","url":"https://a.example/","metrics":[{{"name":"LCP","value":1,"id":"v1-1","attribution":{attribution}}}]}}"#
+            )
+        };
+        let seventeen: Vec<String> = (0..17).map(|i| format!(r#""k{i}":1"#)).collect();
+        for attribution in [
+            r#"{"a":1e400}"#.to_string(),
+            r#"{"a":{"b":1}}"#.to_string(),
+            r#"{"a":[1]}"#.to_string(),
+            r#"{"":1}"#.to_string(),
+            format!(r#"{{"{}":1}}"#, "k".repeat(33)),
+            format!("{{{}}}", seventeen.join(",")),
+            "7".to_string(),
+        ] {
+            let b = body(&attribution);
+            let full = decode_beacon(b.as_bytes());
+            assert_eq!(
+                values_only(b.as_bytes()),
+                full.clone().map(without_detail),
+                "{attribution}"
+            );
+        }
+        // And what it accepts, it accepts without the detail.
+        let b = body(r#"{"a":1e300,"s":"x","t":true,"n":null,"f":false,"i":-3}"#);
+        let kept = values_only(b.as_bytes()).unwrap();
+        assert_eq!(
+            (
+                kept.metrics[0].id.as_deref(),
+                kept.metrics[0].attribution.as_deref()
+            ),
+            (None, None)
+        );
+        assert!(decode_beacon(b.as_bytes()).unwrap().metrics[0]
+            .attribution
+            .is_some());
     }
 
     /// The agreement property above proves something only if its bodies reach the fast path, attribution
@@ -708,7 +816,7 @@ mod tests {
         let (mut fast, mut with_attribution, mut general) = (0, 0, 0);
         for _ in 0..2000 {
             let body = beacon_json().new_tree(&mut runner).unwrap().current();
-            match decode_fast(body.as_bytes(), &crate::page::NoRules) {
+            match decode_fast(body.as_bytes(), &crate::page::NoRules, SampleDetail::Full) {
                 Some(b) => {
                     fast += 1;
                     with_attribution += b.metrics.iter().any(|m| m.attribution.is_some()) as usize;
@@ -734,7 +842,7 @@ mod tests {
                 .collect();
             let body = format!(r#"{{"v":1,"site":"d","url":"https://a.example/","metrics":[{}]}}"#, metrics.join(","));
             let general = decode_general(body.as_bytes(), &crate::page::NoRules);
-            if let Some(fast) = decode_fast(body.as_bytes(), &crate::page::NoRules) {
+            if let Some(fast) = decode_fast(body.as_bytes(), &crate::page::NoRules, SampleDetail::Full) {
                 prop_assert_eq!(Ok(fast), general.clone(), "{}", body);
             }
             prop_assert_eq!(decode_beacon(body.as_bytes()), general, "{}", body);
@@ -744,11 +852,11 @@ mod tests {
     #[test]
     fn the_fast_path_takes_typical_beacons_and_leaves_the_rest() {
         let rules = crate::page::NoRules;
-        assert!(decode_fast(GOOD.as_bytes(), &rules).is_some());
+        assert!(decode_fast(GOOD.as_bytes(), &rules, SampleDetail::Full).is_some());
         // What beacon.js sends: attribution on LCP, INP and CLS, with float noise and a missing-key-free object.
         let ours = r#"{"v":1,"site":"demo","url":"https://shop.example/p/1","nav":"navigate","metrics":[{"name":"LCP","value":2310.5,"id":"v1-1","attribution":{"target":"main>img.hero","url":"https://cdn.example/a.jpg","ttfb":120.30000001192093,"loadDelay":0,"loadTime":800,"renderDelay":1390.2}},{"name":"INP","value":96,"id":"v1-2","attribution":{"target":"button#buy","type":"pointerup","inputDelay":2.5,"processing":40,"presentation":53.5}},{"name":"CLS","value":0.031,"id":"v1-3","attribution":{"target":"div.ad","value":0.02,"time":1234.5}}]}"#;
-        let fast =
-            decode_fast(ours.as_bytes(), &rules).expect("beacon.js's shape takes the fast path");
+        let fast = decode_fast(ours.as_bytes(), &rules, SampleDetail::Full)
+            .expect("beacon.js's shape takes the fast path");
         assert_eq!(Ok(fast), decode_general(ours.as_bytes(), &rules));
         for other in [
             // JSON arrays must stay an error even though a derived struct would read them positionally.
@@ -762,7 +870,10 @@ mod tests {
             r#"{"v":1,"site":"d","url":"https://a/","metrics":[{"name":"LCP","value":1}]} x"#,
             r#"{"v":1,"site":"d","url":"https://a/","metrics":[{"name":"LCP","value":01}]}"#,
         ] {
-            assert!(decode_fast(other.as_bytes(), &rules).is_none(), "{other}");
+            assert!(
+                decode_fast(other.as_bytes(), &rules, SampleDetail::Full).is_none(),
+                "{other}"
+            );
         }
     }
 }

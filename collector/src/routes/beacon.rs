@@ -64,7 +64,7 @@ pub async fn post_beacon(State(state): State<AppState>, req: Request) -> Respons
     let policy = state.policy.get();
     let outcome = match read_body(&state, &parts.headers, body).await {
         Ok(body) => match check(&state, &policy, peer, &parts.headers, &body) {
-            Ok(Outcome::Store(accepted)) => store(&state, accepted).await.map(|()| None),
+            Ok(Outcome::Store(accepted)) => store(&state, accepted, &body).await.map(|()| None),
             Ok(Outcome::Dropped(why)) => Ok(Some(why)),
             Err(e) => Err(e),
         },
@@ -171,7 +171,13 @@ fn check(
     if policy.bot_filter && ua.bot {
         return Ok(Outcome::Dropped(Shed::Bot));
     }
-    let beacon = vitals::decode_beacon(body)?;
+    // Ids and attribution are checked but not kept: the store has no use for them, and /v1/recent reads them
+    // from its own copy of the body.
+    let beacon = vitals::wire::decode_beacon_detail(
+        body,
+        &vitals::page::NoRules,
+        vitals::SampleDetail::ValuesOnly,
+    )?;
     let site = beacon.site.as_str();
     match policy.admit(site, header_str("origin")) {
         Admission::Accept => {}
@@ -201,7 +207,7 @@ fn check(
 }
 
 /// Hands an accepted beacon to the spool and waits until it is written.
-async fn store(state: &AppState, mut accepted: Accepted) -> Result<(), IngestError> {
+async fn store(state: &AppState, mut accepted: Accepted, body: &[u8]) -> Result<(), IngestError> {
     let samples = accepted.beacon.metrics.len() as u64;
     accepted.id = state.intake.offer(&accepted).await?;
     state
@@ -213,7 +219,7 @@ async fn store(state: &AppState, mut accepted: Accepted) -> Result<(), IngestErr
         .samples_accepted
         .fetch_add(samples, Ordering::Relaxed);
     // /v1/recent shows only what was accepted.
-    state.recent.push(accepted);
+    state.recent.push(accepted, body);
     Ok(())
 }
 

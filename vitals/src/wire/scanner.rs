@@ -30,16 +30,23 @@ pub(super) struct RawSample<'a> {
     pub name: Option<&'a str>,
     pub value: Option<f64>,
     pub id: Option<&'a str>,
-    /// Already compacted exactly as the general decoder's `decode_attribution` writes it.
+    /// Already compacted exactly as the general decoder's `decode_attribution` writes it (when kept).
     pub attribution: Option<String>,
+    /// An `attribution` key was read (kept or not): a second one is the general decoder's.
+    pub attribution_seen: bool,
 }
 
-/// Scans a whole body; `None` whenever the general decoder must decide.
-pub(super) fn scan(body: &[u8]) -> Option<RawBeacon<'_>> {
+/// Scans a whole body; `None` whenever the general decoder must decide. Without `keep_attribution`, attribution
+/// objects are checked by the same rules but not compacted (`RawSample::attribution` stays `None`).
+pub(super) fn scan(body: &[u8], keep_attribution: bool) -> Option<RawBeacon<'_>> {
     // One UTF-8 check for the whole body; every string slice below starts and ends at an ASCII quote, so each is
     // valid UTF-8 on its own.
     let text = std::str::from_utf8(body).ok()?;
-    let mut s = Scanner { text, at: 0 };
+    let mut s = Scanner {
+        text,
+        at: 0,
+        keep_attribution,
+    };
     let mut b = RawBeacon::default();
     s.object(|s, key| match key {
         "v" => once(&mut b.v, s.number()?),
@@ -103,6 +110,8 @@ const MAX_SKIP_DEPTH: usize = 16;
 struct Scanner<'a> {
     text: &'a str,
     at: usize,
+    /// Compact attribution objects, or only check them.
+    keep_attribution: bool,
 }
 
 impl<'a> Scanner<'a> {
@@ -260,8 +269,12 @@ impl<'a> Scanner<'a> {
             }
             "id" => once(&mut m.id, s.string()?),
             "attribution" => {
-                let a = s.attribution()?;
-                once(&mut m.attribution, a)
+                if m.attribution_seen {
+                    return None;
+                }
+                m.attribution_seen = true;
+                m.attribution = s.attribution()?;
+                Some(())
             }
             _ => s.skip_value(0),
         })?;
@@ -270,10 +283,13 @@ impl<'a> Scanner<'a> {
 
     /// An attribution object of scalars, written compactly in key order with strings cut at
     /// [`MAX_ATTRIBUTION_VALUE_BYTES`]: the general decoder's `decode_attribution`, for the bodies this scanner
-    /// reads (no escapes, no repeated keys).
-    fn attribution(&mut self) -> Option<String> {
-        let mut out = String::with_capacity(128);
-        out.push('{');
+    /// reads (no escapes, no repeated keys). `Some(None)`: valid, and not kept.
+    fn attribution(&mut self) -> Option<Option<String>> {
+        let mut out = self.keep_attribution.then(|| {
+            let mut out = String::with_capacity(128);
+            out.push('{');
+            out
+        });
         let mut keys: [&str; MAX_ATTRIBUTION_KEYS] = [""; MAX_ATTRIBUTION_KEYS];
         let mut n = 0;
         self.object(|s, key| {
@@ -285,10 +301,20 @@ impl<'a> Scanner<'a> {
                 return None;
             }
             keys[n] = key;
-            if n > 0 {
+            n += 1;
+            let Some(out) = out.as_mut() else {
+                // Checked only: the same values are accepted, nothing is written.
+                return match s.peek()? {
+                    b'"' => s.string().map(drop),
+                    b't' => s.literal("true").map(drop),
+                    b'f' => s.literal("false").map(drop),
+                    b'n' => s.literal("null").map(drop),
+                    _ => finite_json_number(s.number()?).then_some(()),
+                };
+            };
+            if n > 1 {
                 out.push(',');
             }
-            n += 1;
             out.push('"');
             out.push_str(key);
             out.push_str("\":");
@@ -309,9 +335,18 @@ impl<'a> Scanner<'a> {
             }
             Some(())
         })?;
-        out.push('}');
+        if let Some(out) = out.as_mut() {
+            out.push('}');
+        }
         Some(out)
     }
+}
+
+/// Whether [`json_number`] reads `text` (a number in JSON's grammar) as a number: without an exponent, fewer than
+/// 300 digits cannot overflow an `f64`, so only the rest is parsed.
+fn finite_json_number(text: &str) -> bool {
+    (text.len() < 300 && !text.bytes().any(|c| matches!(c, b'e' | b'E')))
+        || json_number(text).is_some()
 }
 
 #[cfg(test)]
