@@ -7,7 +7,7 @@ use crate::intake::Intake;
 use crate::policy::rate_limit::RateLimiter;
 use crate::policy::PolicyHandle;
 use crate::recent::Recent;
-use crate::routes::{self, AppState};
+use crate::routes::{self, AppState, SharedState};
 use crate::security::auth::{require_token, AuthState};
 use crate::server::{self, ConnectionThreads, Limits, Placement};
 use crate::telemetry::metrics::Metrics;
@@ -92,7 +92,7 @@ impl Application {
             metrics.clone(),
         );
         let intake = Intake::new(spool.clone());
-        let state = AppState {
+        let state = AppState::new(SharedState {
             intake,
             recent: Arc::new(Recent::default()),
             writer: store.health.clone(),
@@ -102,7 +102,7 @@ impl Application {
             spool_max_bytes: config.spool_max_bytes,
             request_timeout: Duration::from_secs(config.request_timeout_secs),
             refusal_log: Arc::default(),
-        };
+        });
         spawn_gauges(&state);
         let engine = query::QueryEngine::new(store.source.clone());
         let auth = AuthState {
