@@ -339,10 +339,40 @@ async fn insert(
         .insert_unescaped::<RawRow>(&format!("{}.{RAW}", cfg.database))
         .await?
         .with_timeouts(Some(cfg.insert_timeout), Some(cfg.insert_timeout));
-    for r in rows {
-        ins.write(r).await?;
+    for i in key_order(rows) {
+        ins.write(&rows[i as usize]).await?;
     }
     ins.end().await
+}
+
+/// The rows' indices in the raw tables' sort key order (site, metric, time), arrival order within. ClickHouse sorts
+/// each inserted block by that key and its rollup view groups the block; rows that already come in that order cost
+/// the server about a third less. By hand on 18.16, 500,000 rows shaped like a batch (sites and metrics interleaved,
+/// time rising) into the raw table with its view, merges stopped: 1.35–1.86 s of server CPU as they arrive, 1.00–1.13 s
+/// sorted. The batch itself keeps arrival (id) order, which splitting relies on.
+///
+/// Grouped by (site, metric) in one pass rather than sorted by comparisons: a comparison sort of a second's ~90,000
+/// rows cost the collector 1.5–2.4 µs per beacon (each comparison follows two pointers to the site strings). Receive
+/// times rise with arrival, so a group is already in time order unless the clock stepped back.
+fn key_order(rows: &[RawRow]) -> Vec<u32> {
+    let mut groups: std::collections::HashMap<(&str, u8), Vec<u32>> =
+        std::collections::HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        groups
+            .entry((&*r.site, r.metric))
+            .or_default()
+            .push(i as u32);
+    }
+    let mut groups: Vec<((&str, u8), Vec<u32>)> = groups.into_iter().collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut order = Vec::with_capacity(rows.len());
+    for (_, mut group) in groups {
+        if !group.is_sorted_by_key(|&i| rows[i as usize].time) {
+            group.sort_by_key(|&i| rows[i as usize].time);
+        }
+        order.extend(group);
+    }
+    order
 }
 
 /// Splits a batch at the beacon boundary nearest its middle; `None` when it holds one beacon.
@@ -592,6 +622,44 @@ mod tests {
             source: "".into(),
             beacon_id: id,
         }
+    }
+
+    #[test]
+    fn rows_go_out_in_the_raw_key_order_and_in_arrival_order_within() {
+        let r = |id: u64, site: &str, metric: u8, time: u32| RawRow {
+            site: site.into(),
+            metric,
+            time,
+            ..row(id)
+        };
+        let rows = vec![
+            r(1, "b", 0, 10),
+            r(1, "b", 2, 10),
+            r(2, "a", 2, 10),
+            r(3, "b", 0, 10),
+            r(4, "a", 2, 9),
+            r(5, "b", 0, 11),
+            r(5, "a", 0, 11),
+        ];
+        let sent: Vec<(u64, &str, u8, u32)> = key_order(&rows)
+            .into_iter()
+            .map(|i| {
+                let x = &rows[i as usize];
+                (x.beacon_id, &*x.site, x.metric, x.time)
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                (5, "a", 0, 11),
+                (4, "a", 2, 9),
+                (2, "a", 2, 10),
+                (1, "b", 0, 10),
+                (3, "b", 0, 10),
+                (5, "b", 0, 11),
+                (1, "b", 2, 10),
+            ]
+        );
     }
 
     #[test]
