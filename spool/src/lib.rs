@@ -4,10 +4,10 @@
 //! into its thread's open batch, where the other appends that become ready on that thread in the same scheduler
 //! turn join it; the batch's first append then numbers the records, checksums them and writes them all to the
 //! active segment file with one `write`, under the spool's lock, and only then does each append return its
-//! sequence number — so a beacon answered 204 is in the file and survives a crash or `kill -9` of the collector. A syncer thread `fdatasync`s what was written every
-//! [`SpoolOptions::fsync_interval`]; with an interval of zero each append waits for a sync instead, and the first
-//! waiter syncs for every append queued behind it (group commit): then a power loss cannot cost an acknowledged
-//! beacon either. The store side reads the log in order with a [`Reader`] from its own checkpoint (the embedded
+//! sequence number — so a beacon answered 204 is in the file and survives a crash or `kill -9` of the collector.
+//! A syncer thread `fdatasync`s what was written every [`SpoolOptions::fsync_interval`]; with an interval of zero
+//! each append waits for a sync instead, and the first waiter syncs for every append queued behind it (group
+//! commit): then a power loss cannot cost an acknowledged beacon either. The store side reads the log in order with a [`Reader`] from its own checkpoint (the embedded
 //! store keeps it in the same SQLite transaction as the data, which makes replay exactly-once), and reports progress
 //! with [`Spool::checkpoint`], which deletes segments whose every record is stored. On open, a torn tail left by a
 //! crash is cut off at the last whole, checksummed record.
