@@ -255,7 +255,7 @@ impl Spool {
 
     /// Appends a record and returns its sequence number once it is written (and synced, with a zero fsync
     /// interval). Fails at once when the spool is full or closed. Appends made on one thread in one scheduler turn
-    /// are gathered and written together ([`Batch`]); only a zero fsync interval makes the caller wait beyond that
+    /// are gathered and written together (a `Batch`); only a zero fsync interval makes the caller wait beyond that
     /// (for the group's `fdatasync`).
     pub async fn append(&self, payload: &[u8]) -> Result<u64, SpoolError> {
         let seq = self.gathered_write(payload).await?;
