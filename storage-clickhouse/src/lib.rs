@@ -294,7 +294,8 @@ fn migrations_exist_query(client: &Client, cfg: &ClickHouseConfig) -> clickhouse
         .bind(schema::MIGRATIONS)
 }
 
-fn max_id_query(client: &Client, cfg: &ClickHouseConfig) -> clickhouse::query::Query {
+/// The largest beacon id stored for this collector's source, over both raw tables (start-up and reconciliation).
+pub(crate) fn max_id_query(client: &Client, cfg: &ClickHouseConfig) -> clickhouse::query::Query {
     client
         .query(&format!(
             "SELECT toUInt64(max(beacon_id)) FROM {}.{} WHERE source = ?",

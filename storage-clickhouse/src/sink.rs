@@ -14,7 +14,7 @@
 
 use crate::config::ClickHouseConfig;
 use crate::error::{classify, ErrorClass};
-use crate::schema::{RAW, RAW_ALL};
+use crate::schema::RAW;
 use crate::ClickHouseStore;
 use clickhouse::Client;
 use std::collections::VecDeque;
@@ -301,14 +301,7 @@ async fn reconcile(
     cfg: &ClickHouseConfig,
     m: &SinkMonitor,
 ) -> clickhouse::error::Result<u64> {
-    let raw_max = client
-        .query(&format!(
-            "SELECT toUInt64(max(beacon_id)) FROM {}.{RAW_ALL} WHERE source = ?",
-            cfg.database
-        ))
-        .bind(cfg.source.as_str())
-        .fetch_one::<u64>()
-        .await?;
+    let raw_max = crate::max_id_query(client, cfg).fetch_one::<u64>().await?;
     let rolled = client
         .query(&crate::schema::rollup_marker_sql(cfg))
         .bind(cfg.source.as_str())
