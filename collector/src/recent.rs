@@ -40,11 +40,16 @@ pub struct RecentSample {
     pub attribution: Option<serde_json::Value>,
 }
 
-/// An accepted beacon as kept: what was stored, and the body it came in, for the ids and attribution that the
-/// ingest path checks but does not keep.
+/// Largest body kept with a beacon. beacon.js sends ~700 bytes; a body may be up to 64 KiB, mostly unknown fields
+/// that the decoder skips, and a ring of those would hold 64 MiB for one site.
+pub const MAX_KEPT_BODY_BYTES: usize = 4096;
+
+/// An accepted beacon as kept: what was stored, and the body it came in (up to [`MAX_KEPT_BODY_BYTES`]), for the
+/// ids and attribution that the ingest path checks but does not keep. A larger body is decoded in full when pushed
+/// and not kept: then `accepted` holds the ids and attribution itself, as bounded as the decoder bounds them.
 struct Kept {
     accepted: Accepted,
-    body: Box<[u8]>,
+    body: Option<Box<[u8]>>,
 }
 
 /// Per site, the latest accepted beacons, newest last, holding at most [`PER_SITE`] samples.
@@ -85,9 +90,21 @@ impl Recent {
         if n == 0 {
             return;
         }
-        let kept = Kept {
-            accepted,
-            body: body.into(),
+        let kept = if body.len() <= MAX_KEPT_BODY_BYTES {
+            Kept {
+                accepted,
+                body: Some(body.into()),
+            }
+        } else {
+            let mut accepted = accepted;
+            // The same body decodes to the same samples, now with their details (it was accepted, so this succeeds).
+            if let Ok(full) = vitals::decode_beacon(body) {
+                accepted.beacon.metrics = full.metrics;
+            }
+            Kept {
+                accepted,
+                body: None,
+            }
         };
         let mut sites = self.sites.lock().expect("recent lock");
         // One hash lookup for a known site (the map keeps SipHash: site names come from the internet).
@@ -131,12 +148,13 @@ impl Recent {
 /// One beacon's samples as shown.
 fn expand(kept: &Kept) -> Vec<RecentSample> {
     let (a, b) = (&kept.accepted, &kept.accepted.beacon);
-    // The body decoded in full: it was accepted, so this succeeds (else the samples show without ids).
-    let full = vitals::decode_beacon(&kept.body).ok();
-    let detail = |metric: vitals::Metric| {
-        full.as_ref()
-            .and_then(|f| f.metrics.iter().find(|s| s.metric == metric))
-    };
+    // The kept body decoded in full: it was accepted, so this succeeds (else the samples show without ids).
+    let full = kept
+        .body
+        .as_deref()
+        .and_then(|body| vitals::decode_beacon(body).ok());
+    let detailed = full.as_ref().map_or(&b.metrics, |f| &f.metrics);
+    let detail = |metric: vitals::Metric| detailed.iter().find(|s| s.metric == metric);
     let at = DateTime::<Utc>::from_timestamp_millis(a.received_at_ms)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Millis, true);
@@ -216,6 +234,50 @@ mod tests {
             (cls.metric, cls.id.as_deref(), cls.attribution.as_ref()),
             ("CLS", None, None)
         );
+    }
+
+    #[test]
+    fn a_large_body_is_not_kept_but_its_details_are_shown() {
+        let r = Recent::default();
+        let padding = "x".repeat(60_000);
+        let body = format!(
+            r#"{{"v":1,"site":"big","url":"https://a.example/","future":"{padding}","metrics":[{{"name":"LCP","value":2500,"id":"v1-9","attribution":{{"target":"img"}}}}]}}"#
+        );
+        let beacon = vitals::wire::decode_beacon_detail(
+            body.as_bytes(),
+            &vitals::page::NoRules,
+            vitals::SampleDetail::ValuesOnly,
+        )
+        .unwrap();
+        let accepted = Accepted {
+            id: 1,
+            received_at_ms: 1_800_000_000_000,
+            device: vitals::DeviceClass::Desktop,
+            beacon,
+        };
+        r.push(accepted, body.as_bytes());
+        let kept = r.sites.lock().unwrap()["big"].beacons[0].clone();
+        assert!(
+            kept.body.is_none(),
+            "a {} byte body must not be kept",
+            body.len()
+        );
+        let shown = r.latest("big", 10);
+        assert_eq!(
+            (
+                shown[0].value,
+                shown[0].id.as_deref(),
+                shown[0].attribution.clone()
+            ),
+            (
+                2500.0,
+                Some("v1-9"),
+                Some(serde_json::json!({"target": "img"}))
+            )
+        );
+        // A beacon.js-sized body is kept as it came.
+        push(&r, "small", 1.0);
+        assert!(r.sites.lock().unwrap()["small"].beacons[0].body.is_some());
     }
 
     #[test]
