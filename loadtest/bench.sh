@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmarks of docs/benchmarks.md, side by side in one run on one machine: `bash loadtest/bench.sh [steps…]`.
 #
-# Steps (default: all that can run here): ingest (1 sink, 2 collector, wrk cross-check, verify + freshness),
+# Steps (default: all that can run here): ingest (1 sink, 2 collector, wrk cross-check, verify + freshness, the machine's floor),
 # clickhouse-collector (3, needs CH_COLLECTOR_BIN: a collector build with --clickhouse-url), direct (4, one
 # ClickHouse INSERT per beacon), query (5, 10M samples, 1,000 pages, 28 days), rss (5 minutes, 100,000 pages).
 #
@@ -109,6 +109,17 @@ cpu_ticks() {
   done | awk '{ a[$1] += $2 } END { for (k in a) print k, a[k] }'
 }
 
+# The share of this VM's CPU time the host took (steal) since the /proc/stat "cpu" line $1: a run during which the
+# host took a large share measures the host as much as the server.
+steal_share() {
+  python3 - "$1" "$(grep '^cpu ' /proc/stat)" <<'PY'
+import sys
+a, b = ([int(x) for x in l.split()[1:9]] for l in sys.argv[1:3])
+d = [y - x for x, y in zip(a, b)]
+print(f"steal {100 * d[7] / max(sum(d), 1):.0f} % of the VM's CPU time")
+PY
+}
+
 # A run: $1 name, then loadtest run flags. Prints the text report, keeps the JSON. With SERVER_PID set, also the
 # server's CPU time per accepted beacon by thread: steadier than beacons/s on a shared machine, and it says where the
 # time goes. The load generator's own CPU time per beacon is printed too: it shares the two cores, and at moderate
@@ -117,11 +128,14 @@ lt_run() {
   local name="$1"
   shift
   [ -n "${SERVER_PID:-}" ] && cpu_ticks "$SERVER_PID" >"$OUT/$name.cpu-before"
+  local stat_before
+  stat_before=$(grep '^cpu ' /proc/stat)
   "${LT[@]}" run --no-progress --format json "$@" >"$OUT/$name.json" || {
     local rc=$?
     note "$name: loadtest exited $rc"
     [ "$rc" = 2 ] || return "$rc"
   }
+  note "$name: $(steal_share "$stat_before")"
   if [ -n "${SERVER_PID:-}" ]; then
     cpu_ticks "$SERVER_PID" >"$OUT/$name.cpu-after"
     note "$name: server CPU per accepted beacon: $(python3 - "$OUT/$name" "$(getconf CLK_TCK)" <<'PY'
@@ -254,6 +268,11 @@ for step in $STEPS; do
     sleep 0.5
     SERVER_PID=$SPID lt_run sink-at-collector-half --target "http://127.0.0.1:$SINK_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS"
     stop_pid "$SPID"
+    # And below any server: a bare TCP echo between threads at the same rate (no HTTP, no runtime).
+    say "the machine's floor: a bare loopback echo at (2)'s half rate"
+    STAT0=$(grep '^cpu ' /proc/stat)
+    "${LT[@]}" floor --rate "$HALF" --duration "$DURATION" --format json >"$OUT/floor-at-collector-half.json"
+    note "floor-at-collector-half: $(python3 -c "import json,sys; l=json.load(open(sys.argv[1]))['latency_ms']; print(f\"p50 {l['p50']:.3f} p90 {l['p90']:.3f} p99 {l['p99']:.3f} p99.9 {l['p999']:.3f} max {l['max']:.3f} ms\")" "$OUT/floor-at-collector-half.json"); $(steal_share "$STAT0")"
     ;;
   clickhouse-collector)
     if [ -z "${CH_COLLECTOR_BIN:-}" ]; then

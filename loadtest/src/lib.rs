@@ -6,9 +6,11 @@
 //! kept-alive hyper connections, open loop at a constant rate or closed loop, and records HDR latencies and which
 //! beacons were accepted. [`truth`] rebuilds the exact per-group counts and p75s of the accepted beacons, and
 //! [`verify`] compares them with what the collector's query API answers. [`sink`] is benchmark (1), the limit;
-//! [`seed`] loads the same samples into the embedded store and a raw ClickHouse table for the query benchmark.
+//! [`seed`] loads the same samples into the embedded store and a raw ClickHouse table for the query benchmark;
+//! [`floor`] measures the machine's own latency floor (a bare TCP echo at the same rate) for the tail-latency rows.
 
 pub mod client;
+pub mod floor;
 pub mod run;
 pub mod seed;
 pub mod sink;

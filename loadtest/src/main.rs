@@ -1,4 +1,4 @@
-//! The `loadtest` binary: `run` (load, report, `--verify`), `bench-sink`, `seed`, `query-bench`.
+//! The `loadtest` binary: `run` (load, report, `--verify`), `bench-sink`, `floor`, `seed`, `query-bench`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use loadtest::client::loopback_target;
@@ -112,6 +112,18 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8099")]
         listen: std::net::SocketAddr,
+    },
+    /// The machine's latency floor: a bare loopback TCP echo (threads, no HTTP) paced at a rate, timed from each
+    /// message's intended send time. What a run's tail latency is to be read against.
+    Floor {
+        /// Messages per second.
+        #[arg(long)]
+        rate: f64,
+        /// Seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
     /// Seed the query benchmark: the same samples into an embedded store and (optionally) a ClickHouse table.
     Seed {
@@ -314,6 +326,31 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&json)?),
             }
             Ok(code)
+        }
+        Cmd::Floor {
+            rate,
+            duration,
+            format,
+        } => {
+            anyhow::ensure!(
+                duration > 0.0 && duration.is_finite(),
+                "--duration must be a positive number of seconds"
+            );
+            let r = tokio::task::spawn_blocking(move || {
+                loadtest::floor::probe(rate, Duration::from_secs_f64(duration))
+            })
+            .await??;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Text => {
+                    let l = &r.latency_ms;
+                    println!(
+                        "floor: {} echoes at {:.0}/s; round trip from the intended send p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms",
+                        r.completed, r.target_rate, l.p50, l.p90, l.p99, l.p999, l.max
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::BenchSink { listen } => {
             loadtest::sink::serve(listen).await?;

@@ -139,7 +139,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Percentiles {
+    /// The percentiles of a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
         let ms = |v: u64| v as f64 / 1000.0;
         Percentiles {
             p50: ms(h.value_at_quantile(0.5)),
@@ -231,7 +232,7 @@ impl Summary {
     }
 }
 
-fn new_hist() -> Histogram<u64> {
+pub(crate) fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant bounds are valid")
 }
 
