@@ -7,10 +7,11 @@
 //! sequence number — so a beacon answered 204 is in the file and survives a crash or `kill -9` of the collector.
 //! A syncer thread `fdatasync`s what was written every [`SpoolOptions::fsync_interval`]; with an interval of zero
 //! each append waits for a sync instead, and the first waiter syncs for every append queued behind it (group
-//! commit): then a power loss cannot cost an acknowledged beacon either. The store side reads the log in order with a [`Reader`] from its own checkpoint (the embedded
-//! store keeps it in the same SQLite transaction as the data, which makes replay exactly-once), and reports progress
-//! with [`Spool::checkpoint`], which deletes segments whose every record is stored. On open, a torn tail left by a
-//! crash is cut off at the last whole, checksummed record.
+//! commit): then a power loss cannot cost an acknowledged beacon either. The store side reads the log in order
+//! with a [`Reader`] from its own checkpoint (the embedded store keeps it in the same SQLite transaction as the
+//! data, which makes replay exactly-once), and reports progress with [`Spool::checkpoint`], which deletes segments
+//! whose every record is stored. On open, a torn tail left by a crash is cut off at the last whole, checksummed
+//! record.
 //!
 //! Bounded: past [`SpoolOptions::max_bytes`] on disk, appends fail at once with [`SpoolError::Full`]; a full disk
 //! fails the append with [`SpoolError::DiskFull`] after cutting the partial write back off, and appends succeed

@@ -13,14 +13,6 @@ fn crc(seq: u64, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Appends one framed record to `out`.
-pub fn encode(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc(seq, payload).to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
 /// Appends `payload` to `out` with a header whose sequence number and checksum are left for [`seal_all`].
 pub fn frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -29,7 +21,7 @@ pub fn frame(out: &mut Vec<u8>, payload: &[u8]) {
 }
 
 /// Numbers the records [`frame`]d in `buf` from `first_seq` on and fills in their checksums, after which `buf`
-/// holds exactly what [`encode`] would have written for them.
+/// holds whole records in the format above.
 pub fn seal_all(buf: &mut [u8], first_seq: u64) {
     let mut at = 0;
     let mut seq = first_seq;
@@ -91,6 +83,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The format written field by field: the reference the batch writer is checked against.
+    fn encode(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc(seq, payload).to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+
     proptest! {
         /// Framing a batch and sealing it writes exactly the records `encode` writes one by one.
         #[test]
@@ -113,10 +113,12 @@ mod tests {
             cut in any::<prop::sample::Index>(),
             flip in any::<prop::sample::Index>(),
         ) {
+            // Written as the spool writes a batch.
             let mut buf = Vec::new();
-            for (i, p) in payloads.iter().enumerate() {
-                encode(&mut buf, 100 + i as u64, p);
+            for p in &payloads {
+                frame(&mut buf, p);
             }
+            seal_all(&mut buf, 100);
             // Whole: every record back, in order.
             let mut at = 0;
             for (i, p) in payloads.iter().enumerate() {
