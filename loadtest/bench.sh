@@ -97,6 +97,27 @@ start_collector() { # $1 data dir, then extra flags; sets CPID
   wait_port "$COLLECTOR_PORT" /healthz
 }
 
+# Where in time a half-rate run's beacons of 2 ms or more were (from `loadtest run --slow-log`): how many, how many
+# in the first 100 ms (start-up), and the share of the rest in the busiest tenth of a second (a periodic stall, such
+# as a once-a-second flush, puts most of them in one tenth).
+slow_summary() { # $1 run name
+  note "$1: $(python3 - "$OUT/$1.slow" "$OUT/$1.json" <<'PY'
+import json, sys
+rows = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+n = json.load(open(sys.argv[2]))["run"]["completed"]
+start = sum(1 for t, _ in rows if t < 100)
+rest = [t for t, _ in rows if t >= 100]
+slots = [0] * 10
+for t in rest:
+    slots[int(t % 1000) // 100] += 1
+busiest = max(range(10), key=lambda i: slots[i])
+share = slots[busiest] / len(rest) if rest else 0.0
+print(f"{len(rows)} beacons of 2 ms or more ({100 * len(rows) / max(n, 1):.2f} %), {start} of them in the first 100 ms; "
+      f"of the rest, {100 * share:.0f} % in the tenth of a second at {busiest * 100}-{busiest * 100 + 99} ms of each second")
+PY
+)"
+}
+
 stop_pid() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 json_field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d'+sys.argv[2]))" "$@"; }
@@ -251,7 +272,9 @@ for step in $STEPS; do
     rm -rf "$OUT/data-ingest"
     start_collector "$OUT/data-ingest"
     HALF=$(python3 -c "print(int($COLL_MAX/2))")
-    SERVER_PID=$CPID lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix half --verify
+    SERVER_PID=$CPID lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix half --verify \
+      --slow-log "$OUT/collector-half.slow" --slow-ms 2
+    slow_summary collector-half
     # Where the p99 stays low: lighter open-loop loads.
     for pct in 25 10; do
       SERVER_PID=$CPID lt_run "collector-open-$pct" --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($COLL_MAX*$pct/100))")" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix "open$pct"
@@ -266,7 +289,9 @@ for step in $STEPS; do
     SPID=$!
     PIDS+=("$SPID")
     sleep 0.5
-    SERVER_PID=$SPID lt_run sink-at-collector-half --target "http://127.0.0.1:$SINK_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS"
+    SERVER_PID=$SPID lt_run sink-at-collector-half --target "http://127.0.0.1:$SINK_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS" \
+      --slow-log "$OUT/sink-at-collector-half.slow" --slow-ms 2
+    slow_summary sink-at-collector-half
     stop_pid "$SPID"
     # And below any server: a bare TCP echo between threads at the same rate (no HTTP, no runtime).
     say "the machine's floor: a bare loopback echo at (2)'s half rate"

@@ -1,5 +1,6 @@
 //! The `loadtest` binary: `run` (load, report, `--verify`), `bench-sink`, `floor`, `seed`, `query-bench`.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use loadtest::client::loopback_target;
 use loadtest::run::{run, RunConfig, Target};
@@ -94,6 +95,13 @@ enum Cmd {
         /// Distinct page views, built before the clock starts; beacon i is page view i % pool.
         #[arg(long, default_value_t = 500_000)]
         pool: u64,
+        /// Write every beacon at least --slow-ms slow to this file, one line each: the intended send time (ms from
+        /// the start) and the latency (ms), to place a tail in time.
+        #[arg(long)]
+        slow_log: Option<PathBuf>,
+        /// The latency, in ms, from which --slow-log lists a beacon.
+        #[arg(long, default_value_t = 2.0, requires = "slow_log")]
+        slow_ms: f64,
         /// Insert each beacon's samples straight into this ClickHouse table (the "no collector" design) instead of
         /// posting beacons; --target is then ClickHouse's HTTP interface.
         #[arg(long)]
@@ -252,6 +260,8 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
             format,
             no_progress,
             pool,
+            slow_log,
+            slow_ms,
             clickhouse_table,
             clickhouse_user,
             clickhouse_password,
@@ -280,8 +290,25 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 duration: duration.map(Duration::from_secs_f64),
                 progress: !no_progress,
                 pool,
+                slow_from: slow_log
+                    .is_some()
+                    .then(|| Duration::try_from_secs_f64(slow_ms / 1000.0))
+                    .transpose()
+                    .map_err(|_| anyhow::anyhow!("--slow-ms must be a number of ms, 0 or more"))?,
             };
             let outcome = run(w.clone(), &cfg).await?;
+            if let Some(path) = &slow_log {
+                let mut text = String::with_capacity(outcome.slow.len() * 16);
+                for (at, lat) in &outcome.slow {
+                    text.push_str(&format!(
+                        "{:.3} {:.3}\n",
+                        at.as_secs_f64() * 1000.0,
+                        lat.as_secs_f64() * 1000.0
+                    ));
+                }
+                std::fs::write(path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
             let summary = outcome.summary(&cfg);
             let mut json = serde_json::json!({ "run": summary });
             let mut code = ExitCode::SUCCESS;

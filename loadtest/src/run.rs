@@ -57,6 +57,9 @@ pub struct RunConfig {
     /// so the generator spends its time sending; a run longer than the pool repeats page views (the ground truth
     /// counts each repetition).
     pub pool: u64,
+    /// Beacons at least this slow (latency as in [`RunOutcome::latency_us`]) are listed in [`RunOutcome::slow`], to
+    /// place a tail in time (a stall every second points at a periodic task); `None` lists none.
+    pub slow_from: Option<Duration>,
 }
 
 /// What happened.
@@ -75,6 +78,8 @@ pub struct RunOutcome {
     /// CPU time this process (every thread) used while the clock ran: the load generator shares the machine with
     /// the server under test.
     pub cpu: Duration,
+    /// The beacons at least [`RunConfig::slow_from`] slow: (intended send, from the start; latency), in send order.
+    pub slow: Vec<(Duration, Duration)>,
     /// Page-view indices of accepted beacons (204 from a collector, 200 from ClickHouse), sorted; a page view sent
     /// twice appears twice.
     pub accepted: Vec<u64>,
@@ -242,6 +247,8 @@ struct Shared {
     bodies: Vec<(Bytes, u16)>,
     completed: AtomicU64,
     stop: AtomicBool,
+    /// [`RunConfig::slow_from`].
+    slow_from: Option<Duration>,
 }
 
 impl Shared {
@@ -331,6 +338,7 @@ pub fn clickhouse_rows(w: &Workload, v: &PageView, ts_ms: i64) -> String {
 
 struct WorkerResult {
     latency: Histogram<u64>,
+    slow: Vec<(Duration, Duration)>,
     service: Histogram<u64>,
     statuses: BTreeMap<u16, u64>,
     accepted: Vec<u64>,
@@ -342,9 +350,11 @@ async fn worker(
     addr: SocketAddr,
     jobs: Jobs,
     conn: client::Connection,
+    start: Instant,
 ) -> WorkerResult {
     let mut r = WorkerResult {
         latency: new_hist(),
+        slow: Vec::new(),
         service: new_hist(),
         statuses: BTreeMap::new(),
         accepted: Vec::new(),
@@ -385,6 +395,12 @@ async fn worker(
         let from = intended.map_or(started, |t| t.min(started));
         let lat = done.duration_since(from).as_micros() as u64;
         r.latency.saturating_record(lat.max(1));
+        if let Some(slow_from) = shared.slow_from {
+            let lat = done.duration_since(from);
+            if lat >= slow_from {
+                r.slow.push((from.saturating_duration_since(start), lat));
+            }
+        }
         r.service
             .saturating_record((done.duration_since(started).as_micros() as u64).max(1));
         *r.statuses.entry(status).or_default() += 1;
@@ -471,6 +487,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         bodies,
         completed: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        slow_from: cfg.slow_from,
     });
     // Connect everything before the clock starts: connection set-up is not what is measured.
     let mut conns = Vec::with_capacity(cfg.connections);
@@ -561,6 +578,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
             cfg.addr,
             jobs.clone(),
             conn,
+            start,
         )));
     }
     drop(jobs);
@@ -576,6 +594,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         last_accepted_at: None,
         backlog: 0,
         totals: vec![[0; 5]; workload.sites().len()],
+        slow: Vec::new(),
     };
     for h in handles {
         let r = h.await?;
@@ -585,6 +604,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
             *out.statuses.entry(k).or_default() += v;
         }
         out.accepted.extend(r.accepted);
+        out.slow.extend(r.slow);
         out.last_accepted_at = out.last_accepted_at.max(r.last_accepted_at);
     }
     out.elapsed = start.elapsed();
@@ -603,6 +623,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         out.backlog = due.saturating_sub(out.completed);
     }
     out.accepted.sort_unstable();
+    out.slow.sort_unstable();
     for &i in &out.accepted {
         let (site, mask) = shape[i as usize];
         for (k, total) in out.totals[site as usize].iter_mut().enumerate() {

@@ -1,0 +1,142 @@
+//! `loadtest run --slow-log`: every beacon at least `--slow-ms` slow is listed with its intended send time, against
+//! the real bench sink over loopback.
+
+use std::net::TcpStream;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+struct Sink(Child);
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_sink() -> (Sink, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["bench-sink", "--listen", &format!("127.0.0.1:{port}")])
+        .spawn()
+        .expect("bench-sink starts");
+    let sink = Sink(child);
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "sink did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (sink, port)
+}
+
+/// Runs 2,000 beacons at 4,000/s; returns the JSON report and the slow log's lines.
+fn run(port: u16, slow_ms: &str, log: &std::path::Path) -> (serde_json::Value, Vec<(f64, f64)>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "run",
+            "--target",
+            &format!("http://127.0.0.1:{port}"),
+            "--rate",
+            "4000",
+            "--count",
+            "2000",
+            "--connections",
+            "4",
+            "--pool",
+            "500",
+            "--no-progress",
+            "--format",
+            "json",
+            "--slow-log",
+            log.to_str().unwrap(),
+            "--slow-ms",
+            slow_ms,
+        ])
+        .output()
+        .expect("loadtest runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once(' ').expect("two fields");
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    (json, lines)
+}
+
+#[test]
+fn slow_log_lists_every_beacon_over_the_threshold_in_send_order() {
+    let (_sink, port) = start_sink();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("slow.txt");
+
+    // Threshold 0: every beacon is listed, in intended-send order, each at most as late as the slowest reported.
+    let (json, all) = run(port, "0", &log);
+    assert_eq!(json["run"]["completed"], 2000, "{json:#}");
+    assert_eq!(all.len(), 2000);
+    assert!(
+        all.windows(2).all(|w| w[0].0 <= w[1].0),
+        "not in send order"
+    );
+    // 2,000 beacons at 4,000/s are due over half a second; none is due before the start.
+    let (first, last) = (all[0].0, all[all.len() - 1].0);
+    assert!((0.0..1.0).contains(&first), "first due at {first} ms");
+    assert!((450.0..2000.0).contains(&last), "last due at {last} ms");
+    let max = json["run"]["latency_ms"]["max"].as_f64().unwrap();
+    assert!(all.iter().all(|&(_, l)| l > 0.0 && l <= max + 0.01));
+
+    // A threshold above the slowest beacon of a new run lists none; one just under the slowest lists it.
+    let (json, none) = run(port, "60000", &log);
+    assert_eq!(json["run"]["completed"], 2000);
+    assert!(none.is_empty(), "{none:?}");
+    let (json, some) = run(port, "0.5", &log);
+    let over = some.iter().filter(|&&(_, l)| l >= 0.5).count();
+    assert_eq!(
+        over,
+        some.len(),
+        "every listed beacon is at least 0.5 ms slow"
+    );
+    let slowest = json["run"]["latency_ms"]["max"].as_f64().unwrap();
+    assert_eq!(
+        some.is_empty(),
+        slowest < 0.5,
+        "max {slowest} ms, {} listed",
+        some.len()
+    );
+}
+
+#[test]
+fn slow_ms_without_a_log_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "run",
+            "--target",
+            "http://127.0.0.1:9",
+            "--count",
+            "1",
+            "--slow-ms",
+            "3",
+        ])
+        .output()
+        .expect("loadtest runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--slow-log"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
