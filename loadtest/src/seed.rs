@@ -66,7 +66,12 @@ impl SeedConfig {
 
 /// Writes the seed into an embedded store in `dir` through its writer. Returns (beacons, samples).
 pub async fn seed_embedded(dir: &Path, cfg: &SeedConfig) -> anyhow::Result<(u64, u64)> {
-    let store = EmbeddedStore::open(dir, EmbeddedOptions::default())?;
+    // A bulk load: no connection threads to yield the CPU to.
+    let options = EmbeddedOptions {
+        pace_flushes: false,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir, options)?;
     let (tx, rx) = tokio::sync::mpsc::channel(65_536);
     let writer = store.spawn_writer(rx)?;
     let w = cfg.workload();

@@ -14,6 +14,7 @@
 
 pub mod aggregator;
 pub mod backup;
+pub mod pacer;
 mod query;
 pub mod rollup;
 mod schema;
@@ -52,6 +53,9 @@ pub struct EmbeddedOptions {
     pub observe_write: Option<WriteObserver>,
     /// Whether queries over a day or more read and merge on two threads.
     pub parallel_queries: bool,
+    /// Whether each flush pauses between slices of its work while it is young ([`pacer`]): on for a collector,
+    /// whose connection threads share the CPUs; off for a bulk load with no one to yield to.
+    pub pace_flushes: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -61,6 +65,7 @@ impl Default for EmbeddedOptions {
             day_retention_days: 400,
             observe_write: None,
             parallel_queries: true,
+            pace_flushes: true,
         }
     }
 }
@@ -300,7 +305,14 @@ fn writer_thread(
             }
             let samples = batch.samples();
             let started = std::time::Instant::now();
-            match rollup::write_deltas(&mut conn, &batch) {
+            // Paced while the writer keeps up (see `pacer`): a flush's burst would otherwise queue the beacons
+            // arriving meanwhile.
+            let mut pace = if options.pace_flushes {
+                pacer::Pacer::start(options.flush_interval * 2 / 5)
+            } else {
+                pacer::Pacer::flat_out()
+            };
+            match rollup::write_deltas_paced(&mut conn, &batch, &mut pace) {
                 Ok(()) => {
                     if let Some(observe) = &options.observe_write {
                         observe(started.elapsed());

@@ -15,6 +15,7 @@
 //! hour's partial rows are deleted when the hour rolls up.
 
 use super::aggregator::{MinuteDeltas, ViewKey};
+use super::pacer::Pacer;
 use super::spans;
 use super::view_blob::{self, Slots};
 use crate::time_range::{Resolution, DAY_MS, HOUR_MS, MINUTE_MS};
@@ -213,6 +214,15 @@ pub fn stored_through(conn: &Connection) -> rusqlite::Result<u64> {
 
 /// Merges a batch of minute deltas in one transaction, moving the stored-through checkpoint with them.
 pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::Result<()> {
+    write_deltas_paced(conn, deltas, &mut Pacer::flat_out())
+}
+
+/// [`write_deltas`], letting `pace` pause between minute rows (the bulk of a flush).
+pub fn write_deltas_paced(
+    conn: &mut Connection,
+    deltas: &MinuteDeltas,
+    pace: &mut Pacer,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let (hours_until, days_until) = watermarks(&tx)?;
     let merged = merged_until(&tx)?;
@@ -236,6 +246,7 @@ pub fn write_deltas(conn: &mut Connection, deltas: &MinuteDeltas) -> rusqlite::R
                 k.nav.code(),
                 view_blob::encode(slots)
             ])?;
+            pace.row_done();
         }
         // Minutes already merged into partial hour rows, or rolled up into hours and days: their deltas go there
         // too (a replay after a restart, or a flush that waited behind a roll-up).
