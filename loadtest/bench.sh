@@ -11,6 +11,9 @@
 #   LOADTEST_BIN      loadtest (default: this tree's, built in release)
 #   OUT               results directory (default /tmp/fv-bench); every run's JSON lands there
 #   DURATION          seconds per throughput run (default 20); RSS_SECONDS (default 300)
+#   WARMUP            seconds at the start of each open-loop run sent and counted but not timed (default 1): the
+#                     first tenth of a second of a run queues beacons behind the generator's own start-up, at the
+#                     sink as at the collector
 #   CONNECTIONS       keep-alive connections (default 64); LOADTEST_THREADS (default 1)
 #   PAIRS             sink/server pairs run back to back for the (2)/(1) and (3)/(1) ratios (default 3): each
 #                     pair's ratio is printed and the median pair is reported (a shared machine drifts by tens of
@@ -25,6 +28,7 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 OUT="${OUT:-/tmp/fv-bench}"
 DURATION="${DURATION:-20}"
+WARMUP="${WARMUP:-1}"
 RSS_SECONDS="${RSS_SECONDS:-300}"
 CONNECTIONS="${CONNECTIONS:-64}"
 PAIRS="${PAIRS:-3}"
@@ -97,22 +101,24 @@ start_collector() { # $1 data dir, then extra flags; sets CPID
   wait_port "$COLLECTOR_PORT" /healthz
 }
 
-# Where in time a half-rate run's beacons of 2 ms or more were (from `loadtest run --slow-log`): how many, how many
-# in the first 100 ms (start-up), and the share of the rest in the busiest tenth of a second (a periodic stall, such
-# as a once-a-second flush, puts most of them in one tenth).
+# Where in time a half-rate run's beacons of 2 ms or more were (from `loadtest run --slow-log`, after the warm-up):
+# how many, how many in the first 100 ms timed, and the share of the rest in the busiest tenth of a second (a
+# periodic stall, such as a once-a-second flush, puts most of them in one tenth).
 slow_summary() { # $1 run name
-  note "$1: $(python3 - "$OUT/$1.slow" "$OUT/$1.json" <<'PY'
+  note "$1: $(python3 - "$OUT/$1.slow" "$OUT/$1.json" "$WARMUP" <<'PY'
 import json, sys
 rows = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
-n = json.load(open(sys.argv[2]))["run"]["completed"]
-start = sum(1 for t, _ in rows if t < 100)
-rest = [t for t, _ in rows if t >= 100]
+run = json.load(open(sys.argv[2]))["run"]
+n = run["completed"] - run.get("warmup_requests", 0)
+first = float(sys.argv[3]) * 1000 + 100
+start = sum(1 for t, _ in rows if t < first)
+rest = [t for t, _ in rows if t >= first]
 slots = [0] * 10
 for t in rest:
     slots[int(t % 1000) // 100] += 1
 busiest = max(range(10), key=lambda i: slots[i])
 share = slots[busiest] / len(rest) if rest else 0.0
-print(f"{len(rows)} beacons of 2 ms or more ({100 * len(rows) / max(n, 1):.2f} %), {start} of them in the first 100 ms; "
+print(f"{len(rows)} timed beacons of 2 ms or more ({100 * len(rows) / max(n, 1):.2f} %), {start} of them in the first 100 ms timed; "
       f"of the rest, {100 * share:.0f} % in the tenth of a second at {busiest * 100}-{busiest * 100 + 99} ms of each second")
 PY
 )"
@@ -272,12 +278,12 @@ for step in $STEPS; do
     rm -rf "$OUT/data-ingest"
     start_collector "$OUT/data-ingest"
     HALF=$(python3 -c "print(int($COLL_MAX/2))")
-    SERVER_PID=$CPID lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix half --verify \
+    SERVER_PID=$CPID lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" --site-prefix half --verify \
       --slow-log "$OUT/collector-half.slow" --slow-ms 2
     slow_summary collector-half
     # Where the p99 stays low: lighter open-loop loads.
     for pct in 25 10; do
-      SERVER_PID=$CPID lt_run "collector-open-$pct" --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($COLL_MAX*$pct/100))")" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix "open$pct"
+      SERVER_PID=$CPID lt_run "collector-open-$pct" --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($COLL_MAX*$pct/100))")" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" --site-prefix "open$pct"
     done
     wrk_run collector-wrk "http://127.0.0.1:$COLLECTOR_PORT/v1/beacon"
     stop_pid "$CPID"
@@ -289,7 +295,7 @@ for step in $STEPS; do
     SPID=$!
     PIDS+=("$SPID")
     sleep 0.5
-    SERVER_PID=$SPID lt_run sink-at-collector-half --target "http://127.0.0.1:$SINK_PORT" --rate "$HALF" --duration "$DURATION" --connections "$CONNECTIONS" \
+    SERVER_PID=$SPID lt_run sink-at-collector-half --target "http://127.0.0.1:$SINK_PORT" --rate "$HALF" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" \
       --slow-log "$OUT/sink-at-collector-half.slow" --slow-ms 2
     slow_summary sink-at-collector-half
     stop_pid "$SPID"
@@ -330,7 +336,7 @@ print(f'{($CH_RUN_END - $CH_BEFORE) * 1e6 / hz / n:.0f} µs during the run, {($(
     say "(3) at half its rate, with verify and freshness"
     start_ch_collector
     COLLECTOR_BIN="$SAVED"
-    lt_run ch-collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($CH_MAX/2))")" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chhalf --verify
+    lt_run ch-collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($CH_MAX/2))")" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" --site-prefix chhalf --verify
     stop_pid "$CPID"
     ;;
   direct)

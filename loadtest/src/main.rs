@@ -99,6 +99,10 @@ enum Cmd {
         /// the start) and the latency (ms), to place a tail in time.
         #[arg(long)]
         slow_log: Option<PathBuf>,
+        /// Seconds at the start of the run whose beacons are sent and counted (and verified) but left out of the
+        /// latency figures and the slow log: the start-up of the generator and of each connection's first request.
+        #[arg(long, default_value_t = 0.0)]
+        warmup: f64,
         /// The latency, in ms, from which --slow-log lists a beacon.
         #[arg(long, default_value_t = 2.0, requires = "slow_log")]
         slow_ms: f64,
@@ -261,6 +265,7 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
             no_progress,
             pool,
             slow_log,
+            warmup,
             slow_ms,
             clickhouse_table,
             clickhouse_user,
@@ -295,6 +300,9 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     .then(|| Duration::try_from_secs_f64(slow_ms / 1000.0))
                     .transpose()
                     .map_err(|_| anyhow::anyhow!("--slow-ms must be a number of ms, 0 or more"))?,
+                warmup: Duration::try_from_secs_f64(warmup).map_err(|_| {
+                    anyhow::anyhow!("--warmup must be a number of seconds, 0 or more")
+                })?,
             };
             let outcome = run(w.clone(), &cfg).await?;
             if let Some(path) = &slow_log {

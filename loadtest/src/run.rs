@@ -60,6 +60,10 @@ pub struct RunConfig {
     /// Beacons at least this slow (latency as in [`RunOutcome::latency_us`]) are listed in [`RunOutcome::slow`], to
     /// place a tail in time (a stall every second points at a periodic task); `None` lists none.
     pub slow_from: Option<Duration>,
+    /// Beacons due (open loop) or sent (closed loop) in this first part of the run are sent and counted like every
+    /// other, but left out of the latency figures and the slow list: a run's first tenth of a second carries the
+    /// start-up of the load generator and the server's first requests on each connection.
+    pub warmup: Duration,
 }
 
 /// What happened.
@@ -78,6 +82,8 @@ pub struct RunOutcome {
     /// CPU time this process (every thread) used while the clock ran: the load generator shares the machine with
     /// the server under test.
     pub cpu: Duration,
+    /// Requests in the warm-up ([`RunConfig::warmup`]), left out of the latency figures.
+    pub warmup_requests: u64,
     /// The beacons at least [`RunConfig::slow_from`] slow: (intended send, from the start; latency), in send order.
     pub slow: Vec<(Duration, Duration)>,
     /// Page-view indices of accepted beacons (204 from a collector, 200 from ClickHouse), sorted; a page view sent
@@ -120,7 +126,9 @@ pub struct Summary {
     pub statuses: BTreeMap<String, u64>,
     /// Open loop: beacons due before the deadline but never sent (the server fell behind the offered rate).
     pub backlog: u64,
-    /// Latency percentiles in milliseconds (from the intended send time in open loop).
+    /// Requests in the warm-up, not in the latency figures.
+    pub warmup_requests: u64,
+    /// Latency percentiles in milliseconds (from the intended send time in open loop), after the warm-up.
     pub latency_ms: Percentiles,
     /// Service time percentiles in milliseconds.
     pub service_ms: Percentiles,
@@ -172,6 +180,7 @@ impl RunOutcome {
             accepted_rate: self.accepted.len() as f64 / secs,
             accepted_samples_rate: self.accepted_samples as f64 / secs,
             backlog: self.backlog,
+            warmup_requests: self.warmup_requests,
             statuses: self
                 .statuses
                 .iter()
@@ -227,6 +236,12 @@ impl Summary {
                 p.p50, p.p90, p.p99, p.p999, p.max
             )
         };
+        if self.warmup_requests > 0 {
+            s.push_str(&format!(
+                "warm-up: {} requests, not in the latency figures\n",
+                self.warmup_requests
+            ));
+        }
         s.push_str(&line("latency", &self.latency_ms));
         s.push_str(&line("service", &self.service_ms));
         s.push_str(&format!(
@@ -249,6 +264,8 @@ struct Shared {
     stop: AtomicBool,
     /// [`RunConfig::slow_from`].
     slow_from: Option<Duration>,
+    /// [`RunConfig::warmup`].
+    warmup: Duration,
 }
 
 impl Shared {
@@ -337,6 +354,7 @@ pub fn clickhouse_rows(w: &Workload, v: &PageView, ts_ms: i64) -> String {
 }
 
 struct WorkerResult {
+    warmup: u64,
     latency: Histogram<u64>,
     slow: Vec<(Duration, Duration)>,
     service: Histogram<u64>,
@@ -353,6 +371,7 @@ async fn worker(
     start: Instant,
 ) -> WorkerResult {
     let mut r = WorkerResult {
+        warmup: 0,
         latency: new_hist(),
         slow: Vec::new(),
         service: new_hist(),
@@ -393,16 +412,17 @@ async fn worker(
         // From the intended time (a beacon that waited for a free connection waited for the server), or from the
         // actual send if the pacer released it early.
         let from = intended.map_or(started, |t| t.min(started));
-        let lat = done.duration_since(from).as_micros() as u64;
-        r.latency.saturating_record(lat.max(1));
-        if let Some(slow_from) = shared.slow_from {
+        if intended.unwrap_or(started).saturating_duration_since(start) < shared.warmup {
+            r.warmup += 1;
+        } else {
             let lat = done.duration_since(from);
-            if lat >= slow_from {
+            r.latency.saturating_record((lat.as_micros() as u64).max(1));
+            if shared.slow_from.is_some_and(|s| lat >= s) {
                 r.slow.push((from.saturating_duration_since(start), lat));
             }
+            r.service
+                .saturating_record((done.duration_since(started).as_micros() as u64).max(1));
         }
-        r.service
-            .saturating_record((done.duration_since(started).as_micros() as u64).max(1));
         *r.statuses.entry(status).or_default() += 1;
         if status == ok_status {
             r.accepted.push(i % shared.bodies.len() as u64);
@@ -465,6 +485,12 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
     if let Some(r) = cfg.rate {
         anyhow::ensure!(r > 0.0 && r.is_finite(), "--rate must be above 0");
     }
+    if let Some(d) = cfg.duration {
+        anyhow::ensure!(
+            cfg.warmup < d,
+            "--warmup must be shorter than --duration: nothing would be measured"
+        );
+    }
     let count = cfg.count.unwrap_or(u64::MAX);
     anyhow::ensure!(cfg.pool >= 1, "--pool must be at least 1");
     let bodies = pregenerate(&workload, &cfg.target, cfg.pool.min(count));
@@ -488,6 +514,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         completed: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         slow_from: cfg.slow_from,
+        warmup: cfg.warmup,
     });
     // Connect everything before the clock starts: connection set-up is not what is measured.
     let mut conns = Vec::with_capacity(cfg.connections);
@@ -595,6 +622,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         backlog: 0,
         totals: vec![[0; 5]; workload.sites().len()],
         slow: Vec::new(),
+        warmup_requests: 0,
     };
     for h in handles {
         let r = h.await?;
@@ -605,6 +633,7 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         }
         out.accepted.extend(r.accepted);
         out.slow.extend(r.slow);
+        out.warmup_requests += r.warmup;
         out.last_accepted_at = out.last_accepted_at.max(r.last_accepted_at);
     }
     out.elapsed = start.elapsed();

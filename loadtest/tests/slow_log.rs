@@ -1,5 +1,5 @@
-//! `loadtest run --slow-log`: every beacon at least `--slow-ms` slow is listed with its intended send time, against
-//! the real bench sink over loopback.
+//! `loadtest run --slow-log` (every beacon at least `--slow-ms` slow, with its intended send time) and `--warmup`,
+//! against the real bench sink over loopback.
 
 use std::net::TcpStream;
 use std::process::{Child, Command};
@@ -36,8 +36,13 @@ fn start_sink() -> (Sink, u16) {
     (sink, port)
 }
 
-/// Runs 2,000 beacons at 4,000/s; returns the JSON report and the slow log's lines.
-fn run(port: u16, slow_ms: &str, log: &std::path::Path) -> (serde_json::Value, Vec<(f64, f64)>) {
+/// Runs 2,000 beacons at 4,000/s with `extra` flags; returns the JSON report and the slow log's lines.
+fn run(
+    port: u16,
+    slow_ms: &str,
+    extra: &[&str],
+    log: &std::path::Path,
+) -> (serde_json::Value, Vec<(f64, f64)>) {
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args([
             "run",
@@ -59,6 +64,7 @@ fn run(port: u16, slow_ms: &str, log: &std::path::Path) -> (serde_json::Value, V
             "--slow-ms",
             slow_ms,
         ])
+        .args(extra)
         .output()
         .expect("loadtest runs");
     assert!(
@@ -85,7 +91,7 @@ fn slow_log_lists_every_beacon_over_the_threshold_in_send_order() {
     let log = dir.path().join("slow.txt");
 
     // Threshold 0: every beacon is listed, in intended-send order, each at most as late as the slowest reported.
-    let (json, all) = run(port, "0", &log);
+    let (json, all) = run(port, "0", &[], &log);
     assert_eq!(json["run"]["completed"], 2000, "{json:#}");
     assert_eq!(all.len(), 2000);
     assert!(
@@ -100,10 +106,10 @@ fn slow_log_lists_every_beacon_over_the_threshold_in_send_order() {
     assert!(all.iter().all(|&(_, l)| l > 0.0 && l <= max + 0.01));
 
     // A threshold above the slowest beacon of a new run lists none; one just under the slowest lists it.
-    let (json, none) = run(port, "60000", &log);
+    let (json, none) = run(port, "60000", &[], &log);
     assert_eq!(json["run"]["completed"], 2000);
     assert!(none.is_empty(), "{none:?}");
-    let (json, some) = run(port, "0.5", &log);
+    let (json, some) = run(port, "0.5", &[], &log);
     let over = some.iter().filter(|&&(_, l)| l >= 0.5).count();
     assert_eq!(
         over,
@@ -116,6 +122,41 @@ fn slow_log_lists_every_beacon_over_the_threshold_in_send_order() {
         slowest < 0.5,
         "max {slowest} ms, {} listed",
         some.len()
+    );
+}
+
+#[test]
+fn the_warm_up_is_sent_and_counted_but_not_timed() {
+    let (_sink, port) = start_sink();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("slow.txt");
+    // The first quarter second at 4,000/s: beacons 0 to 999 are due in it.
+    let (json, timed) = run(port, "0", &["--warmup", "0.25"], &log);
+    assert_eq!(json["run"]["completed"], 2000, "{json:#}");
+    assert_eq!(json["run"]["accepted"], 2000, "{json:#}");
+    assert_eq!(json["run"]["warmup_requests"], 1000, "{json:#}");
+    assert_eq!(timed.len(), 1000);
+    // A beacon may go out up to 0.1 ms before it is due, and is then timed from its send.
+    assert!(timed.iter().all(|&(at, _)| at >= 249.8), "{:?}", timed[0]);
+
+    // A warm-up as long as the run would leave nothing to measure.
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "run",
+            "--target",
+            &format!("http://127.0.0.1:{port}"),
+            "--duration",
+            "1",
+            "--warmup",
+            "1",
+        ])
+        .output()
+        .expect("loadtest runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--warmup must be shorter"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
