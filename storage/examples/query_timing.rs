@@ -2,7 +2,7 @@
 //! which reads on two threads for ranges of a day or more.
 //!
 //! `cargo run --release -p storage --example query_timing -- DATA_DIR SITE DAYS [NOW_MS] [REPEAT]`; with `SERIAL=1`
-//! in the environment, on one thread.
+//! in the environment, on one thread; with `GAP_MS=70`, after an idle pause before each query.
 
 use std::time::Instant;
 use storage::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -41,7 +41,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut times = Vec::new();
     let mut groups = 0;
     let cpu_before = cpu_ms();
+    // GAP_MS: an idle pause before each query (as between the benchmark's turns), so caches and idle CPUs go cold.
+    let gap = std::env::var("GAP_MS")
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .map(std::time::Duration::from_millis);
     for _ in 0..repeat {
+        if let Some(g) = gap {
+            std::thread::sleep(g);
+        }
         let t = Instant::now();
         groups = store.summaries(&q, &[Quantile::P75]).await?.len();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
