@@ -243,6 +243,9 @@ fn split_by_page<T: Send>(
         conn: conn_b,
         scratch: scratch_b,
     } = second;
+    if streamable(pieces) {
+        return stream_split(conn, q, pieces, &split, scratch, conn_b, scratch_b, take);
+    }
     let (pieces_b, scratch_b_now) = (pieces, &mut *scratch_b);
     let mut theirs: Option<Result<Vec<(GroupKey, T)>, StoreError>> = None;
     let mine = query_pool().in_place_scope(|s| {
@@ -260,6 +263,179 @@ fn split_by_page<T: Send>(
     let theirs = theirs.expect("the second reader's task ran");
     let mut out = mine?;
     out.extend(theirs?);
+    Ok(out)
+}
+
+/// Most buckets a by-page query streams (one cursor each, see [`stream_pages`]); past it rows are collected.
+const STREAM_CURSORS: usize = 32;
+
+/// Whether `pieces` can be read by [`stream_pages`]: page-level rows (at most one per page in a bucket) and view
+/// rows of minutes, in few buckets.
+fn streamable(pieces: &[Piece]) -> bool {
+    let mut buckets = 0usize;
+    for p in pieces {
+        if matches!(p, Piece::Hist(res, ..) if *res != Resolution::Minute) {
+            return false;
+        }
+        let (start, end, step) = p.times();
+        buckets += ((end - start + step - 1) / step).max(0) as usize;
+    }
+    buckets <= STREAM_CURSORS
+}
+
+/// [`split_by_page`] for [`streamable`] pieces: each reader streams its half of the pages.
+#[allow(clippy::too_many_arguments)]
+fn stream_split<T: Send>(
+    conn: &Connection,
+    q: &HistQuery,
+    pieces: &[Piece],
+    split: &str,
+    scratch: &mut Scratch,
+    conn_b: &mut Connection,
+    scratch_b: &mut Scratch,
+    take: &Take<'_, T>,
+) -> Result<Vec<(GroupKey, T)>, StoreError> {
+    let mut theirs: Option<Result<Vec<(GroupKey, T)>, StoreError>> = None;
+    let merger_b = &mut scratch_b.merger;
+    let mine = query_pool().in_place_scope(|s| {
+        let out = &mut theirs;
+        s.spawn(move |_| {
+            let read = conn_b
+                .execute_batch("BEGIN")
+                .map_err(StoreError::from)
+                .and_then(|()| stream_pages(conn_b, q, pieces, Pages::From(split), merger_b, take));
+            let end = conn_b.execute_batch("COMMIT");
+            *out = Some(read.and_then(|r| end.map(|()| r).map_err(StoreError::from)));
+        });
+        stream_pages(
+            conn,
+            q,
+            pieces,
+            Pages::Below(split),
+            &mut scratch.merger,
+            take,
+        )
+    });
+    let theirs = theirs.expect("the second reader's task ran");
+    let mut out = mine?;
+    out.extend(theirs?);
+    Ok(out)
+}
+
+/// Reads `pieces` for `pages` with one cursor per bucket, each in page order, and merges each page's rows as the
+/// cursors reach it (a k-way merge by page): no page-level row is copied out of SQLite (only the few minute view rows
+/// of the hour in progress, several to a page) and no group is looked up.
+fn stream_pages<T>(
+    conn: &Connection,
+    q: &HistQuery,
+    pieces: &[Piece],
+    pages: Pages<'_>,
+    merger: &mut Merger,
+    take: &Take<'_, T>,
+) -> Result<Vec<(GroupKey, T)>, StoreError> {
+    use fallible_streaming_iterator::FallibleStreamingIterator;
+    let bound = match pages {
+        Pages::Below(p) | Pages::From(p) => p,
+        Pages::All => "",
+    };
+    let buckets: Vec<(Piece, i64)> = pieces
+        .iter()
+        .flat_map(|&p| {
+            let (start, end, step) = p.times();
+            (start..end).step_by(step as usize).map(move |t| (p, t))
+        })
+        .collect();
+    // One statement per cursor. Cursors reading the same table and level would share one cached statement, so each
+    // carries the count of those before it (`ORDER BY page` follows the key: no sort).
+    let mut stmts = Vec::with_capacity(buckets.len());
+    let mut seen: Vec<String> = Vec::with_capacity(buckets.len());
+    for &(piece, _) in &buckets {
+        let sql = match pages {
+            Pages::All => piece_sql(piece, Pages::From(""), &q.filters),
+            _ => piece_sql(piece, pages, &q.filters),
+        };
+        let n = seen.iter().filter(|s| **s == sql).count();
+        stmts.push(conn.prepare_cached(&format!("{sql} ORDER BY page /* {n} */"))?);
+        seen.push(sql);
+    }
+    let mut cursors = Vec::with_capacity(buckets.len());
+    for (stmt, &(piece, t)) in stmts.iter_mut().zip(&buckets) {
+        let mut rows = stmt.query(rusqlite::params![
+            q.site,
+            q.metric.code() as i64,
+            piece.source().2,
+            t,
+            bound
+        ])?;
+        rows.advance()?;
+        cursors.push(rows);
+    }
+    // Minute cursors hold view rows: several per page, each with every metric.
+    let views: Vec<bool> = buckets
+        .iter()
+        .map(|(p, _)| matches!(p, Piece::Hist(Resolution::Minute, ..)))
+        .collect();
+    let mut out = Vec::new();
+    let mut at: Vec<usize> = Vec::with_capacity(cursors.len());
+    let mut minute_bytes: Vec<u8> = Vec::new();
+    let mut minute_rows: Vec<(usize, usize)> = Vec::new();
+    loop {
+        // The smallest page any cursor is on, and the cursors on it.
+        at.clear();
+        let mut page: Option<&[u8]> = None;
+        for (i, c) in cursors.iter().enumerate() {
+            let Some(row) = c.get() else { continue };
+            let p = text(row, 0)?;
+            match page {
+                Some(min) if p > min => {}
+                Some(min) if p == min => at.push(i),
+                _ => {
+                    page = Some(p);
+                    at.clear();
+                    at.push(i);
+                }
+            }
+        }
+        let Some(page) = page else { break };
+        let page = std::str::from_utf8(page)
+            .map(str::to_string)
+            .map_err(|_| StoreError::Other("embedded store: text that is not UTF-8".into()))?;
+        // The page's view rows: this metric's histogram of each, copied (the cursor moves on past them).
+        minute_bytes.clear();
+        minute_rows.clear();
+        for &i in at.iter().filter(|&&i| views[i]) {
+            while let Some(row) = cursors[i].get() {
+                if text(row, 0)? != page.as_bytes() {
+                    break;
+                }
+                if let Some(h) = view_blob::pick(blob(row, 4)?, q.metric)? {
+                    minute_rows.push((minute_bytes.len(), minute_bytes.len() + h.len()));
+                    minute_bytes.extend_from_slice(h);
+                }
+                cursors[i].advance()?;
+            }
+        }
+        let mut rows: Vec<&[u8]> = Vec::with_capacity(at.len() + minute_rows.len());
+        for &i in at.iter().filter(|&&i| !views[i]) {
+            rows.push(blob(cursors[i].get().expect("a cursor on the page"), 1)?);
+        }
+        rows.extend(minute_rows.iter().map(|&(a, b)| &minute_bytes[a..b]));
+        if rows.is_empty() {
+            // Only view rows without this metric.
+            continue;
+        }
+        let key = GroupKey {
+            page: Some(page),
+            device: None,
+            release: None,
+            nav: None,
+        };
+        out.push((key, take_group(merger, &rows, take)?));
+        drop(rows);
+        for &i in at.iter().filter(|&&i| !views[i]) {
+            cursors[i].advance()?;
+        }
+    }
     Ok(out)
 }
 
@@ -663,6 +839,20 @@ impl<'a> Blobs<'a> {
     }
 }
 
+/// Merges one group's `rows` with `take`, leaving the merger empty, on error too (it outlives the query).
+fn take_group<T>(merger: &mut Merger, rows: &[&[u8]], take: &Take<'_, T>) -> Result<T, StoreError> {
+    match take(merger, rows) {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(StoreError::Other(
+            "embedded store: bucket and rating counts disagree".into(),
+        )),
+        Err(e) => {
+            merger.finish();
+            Err(e.into())
+        }
+    }
+}
+
 /// Merges the groups `keys` (group i's rows are `grouped[bounds[i]..bounds[i + 1]]`) with `take`, leaving the
 /// merger empty, on error too.
 fn decode_groups<T>(
@@ -682,19 +872,7 @@ fn decode_groups<T>(
                 .iter()
                 .map(|&(start, end)| blobs.get(start, end)),
         );
-        match take(merger, &rows) {
-            Ok(Some(h)) => out.push((key, h)),
-            Ok(None) => {
-                return Err(StoreError::Other(
-                    "embedded store: bucket and rating counts disagree".into(),
-                ))
-            }
-            Err(e) => {
-                // The merger outlives this query: leave it empty for the next.
-                merger.finish();
-                return Err(e.into());
-            }
-        }
+        out.push((key, take_group(merger, &rows, take)?));
     }
     Ok(out)
 }

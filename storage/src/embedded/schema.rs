@@ -165,6 +165,8 @@ pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     // `read(2)`: the copies out of the OS page cache were ~5 % of a month-by-page query (only address space is
     // reserved; the mapped pages are the OS's page cache, shared and reclaimable).
     conn.execute_batch("PRAGMA cache_size = -8192; PRAGMA mmap_size = 4294967296;")?;
+    // A by-page query streams with a statement per bucket (up to 32 at once) beside the planner's own.
+    conn.set_prepared_statement_cache_capacity(64);
     super::sql_functions::register(&conn)?;
     Ok(conn)
 }
