@@ -140,44 +140,42 @@ fn the_warm_up_is_sent_and_counted_but_not_timed() {
     assert!(timed.iter().all(|&(at, _)| at >= 249.8), "{:?}", timed[0]);
 
     // A warm-up as long as the run would leave nothing to measure.
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "run",
+    refused(
+        &[
             "--target",
             &format!("http://127.0.0.1:{port}"),
             "--duration",
             "1",
             "--warmup",
             "1",
-        ])
-        .output()
-        .expect("loadtest runs");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--warmup must be shorter"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        "--warmup must be shorter",
     );
 }
 
 #[test]
 fn slow_ms_without_a_log_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "run",
+    refused(
+        &[
             "--target",
             "http://127.0.0.1:9",
             "--count",
             "1",
             "--slow-ms",
             "3",
-        ])
+        ],
+        "--slow-log",
+    );
+}
+
+/// `loadtest run` with `args` fails before sending anything, naming `why` on stderr.
+fn refused(args: &[&str], why: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .arg("run")
+        .args(args)
         .output()
         .expect("loadtest runs");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--slow-log"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(why), "{stderr}");
 }

@@ -195,11 +195,21 @@ fn read_in_transaction<'s>(
     pages: Pages<'_>,
     scratch: &'s mut Scratch,
 ) -> Result<Groups<'s>, StoreError> {
+    in_read_transaction(conn, || {
+        let mut g = Groups::new(scratch);
+        read_pieces(conn, q, pieces, pages, &mut g).map(|()| g)
+    })
+}
+
+/// Runs `read` in a read transaction of its own on `conn` (a second reader's snapshot).
+fn in_read_transaction<R>(
+    conn: &Connection,
+    read: impl FnOnce() -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
     conn.execute_batch("BEGIN")?;
-    let mut g = Groups::new(scratch);
-    let read = read_pieces(conn, q, pieces, pages, &mut g);
+    let out = read();
     conn.execute_batch("COMMIT")?;
-    read.map(|()| g)
+    out
 }
 
 /// Reads and merges `q` on two readers: split by page when it groups by page (see [`split_by_page`]), by time
@@ -300,12 +310,10 @@ fn stream_split<T: Send>(
     let mine = query_pool().in_place_scope(|s| {
         let out = &mut theirs;
         s.spawn(move |_| {
-            let read = conn_b
-                .execute_batch("BEGIN")
-                .map_err(StoreError::from)
-                .and_then(|()| stream_pages(conn_b, q, pieces, Pages::From(split), merger_b, take));
-            let end = conn_b.execute_batch("COMMIT");
-            *out = Some(read.and_then(|r| end.map(|()| r).map_err(StoreError::from)));
+            let conn_b = &*conn_b;
+            *out = Some(in_read_transaction(conn_b, || {
+                stream_pages(conn_b, q, pieces, Pages::From(split), merger_b, take)
+            }));
         });
         stream_pages(
             conn,
@@ -334,9 +342,10 @@ fn stream_pages<T>(
     take: &Take<'_, T>,
 ) -> Result<Vec<(GroupKey, T)>, StoreError> {
     use fallible_streaming_iterator::FallibleStreamingIterator;
-    let bound = match pages {
-        Pages::Below(p) | Pages::From(p) => p,
-        Pages::All => "",
+    // Every cursor seeks one bucket from a page bound: all pages are those from "".
+    let (pages, bound) = match pages {
+        Pages::All => (Pages::From(""), ""),
+        Pages::Below(p) | Pages::From(p) => (pages, p),
     };
     let buckets: Vec<(Piece, i64)> = pieces
         .iter()
@@ -350,10 +359,7 @@ fn stream_pages<T>(
     let mut stmts = Vec::with_capacity(buckets.len());
     let mut seen: Vec<String> = Vec::with_capacity(buckets.len());
     for &(piece, _) in &buckets {
-        let sql = match pages {
-            Pages::All => piece_sql(piece, Pages::From(""), &q.filters),
-            _ => piece_sql(piece, pages, &q.filters),
-        };
+        let sql = piece_sql(piece, pages, &q.filters);
         let n = seen.iter().filter(|s| **s == sql).count();
         stmts.push(conn.prepare_cached(&format!("{sql} ORDER BY page /* {n} */"))?);
         seen.push(sql);
