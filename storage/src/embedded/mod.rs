@@ -787,12 +787,12 @@ mod tests {
             .unwrap();
         let mut levels = std::collections::BTreeSet::new();
         for (site, metric, level, start, page, blob) in spans {
-            let (base, k) = if level > 20 {
-                (Resolution::Day, level - 20)
+            let base = if level > 20 {
+                Resolution::Day
             } else {
-                (Resolution::Hour, level - 10)
+                Resolution::Hour
             };
-            let end = start + (base.ms() << k);
+            let (start, end) = spans::Span::from_code(level).unwrap().covers(start);
             let merged: Vec<u8> = conn
                 .query_row(
                     "SELECT hist_merge_agg(hist) FROM hist_page
@@ -809,8 +809,12 @@ mod tests {
             levels.insert(level);
         }
         assert!(
-            levels.iter().any(|&l| l < 20) && levels.iter().any(|&l| l > 20),
+            levels.iter().any(|&l| l < 20) && levels.iter().any(|&l| (21..28).contains(&l)),
             "spans over hours and days: {levels:?}"
+        );
+        assert!(
+            levels.contains(&28) && !levels.contains(&18) && !levels.contains(&19),
+            "day prefixes, no hour prefixes or suffixes: {levels:?}"
         );
     }
 
@@ -916,23 +920,133 @@ mod tests {
         }
     }
 
-    /// A version-3 store opens as the current version without rebuilding anything (a second span backfill would count every
-    /// sample twice) and answers as before.
+    /// Seventy-two days from a block's start, rolled up as time passes: day prefixes and suffixes over two whole
+    /// blocks and a third in progress, late deltas into a whole block's day (its suffixes) and the open block's (its
+    /// prefixes), then a prune whose cut falls inside the first block. Every row holds what it covers, and ranges
+    /// across blocks read back exactly.
     #[test]
-    fn migrates_a_version_3_store_without_rebuilding() {
+    fn day_blocks_keep_exact_prefixes_and_suffixes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DB_FILE);
-        let t0 = 20_000 * DAY_MS + 7 * HOUR_MS;
-        let (conn, raw, now) = three_days(&path, t0);
-        let spans = count(&conn, "SELECT count(*) FROM hist_span");
-        conn.execute_batch("PRAGMA user_version = 3;").unwrap();
-        drop(conn);
-        let conn = schema::open_writer(&path).unwrap();
-        assert_eq!(count(&conn, "PRAGMA user_version"), 5);
-        assert_eq!(count(&conn, "SELECT count(*) FROM hist_span"), spans);
+        let t0 = 20_000 * DAY_MS + 7 * HOUR_MS; // day 20,000 starts a 32-day block
+        let mut conn = writer_at(&dir.path().join(DB_FILE), t0);
+        let mut raw: Vec<Raw> = Vec::new();
+        let mut x: u64 = 4242;
+        let mut now = t0;
+        let pass =
+            |conn: &mut Connection, raw: &mut Vec<Raw>, x: &mut u64, now: &mut i64, until: i64| {
+                while *now < until {
+                    let batch = random_samples(x, *now, 2);
+                    write_raw(conn, &batch);
+                    raw.extend(batch);
+                    rollup::roll_up_and_prune(conn, *now, 0).unwrap();
+                    *now += 5 * HOUR_MS + 17 * MINUTE_MS;
+                }
+            };
+        let day = |d: i64| Resolution::Day.floor(t0) + d * DAY_MS;
+        let ranges = |now: i64| {
+            [
+                (day(3) + 5 * HOUR_MS, day(60) + 2 * HOUR_MS),
+                (day(19), day(47)),
+                (day(33), day(63)),
+                (day(40), day(65) + 3 * HOUR_MS),
+                (t0, now),
+            ]
+        };
+        // Two days after the second block's end: its suffixes are being built, one per roll-up pass.
+        pass(&mut conn, &mut raw, &mut x, &mut now, t0 + 66 * DAY_MS);
+        let next = spans::suffix_next(&conn)
+            .unwrap()
+            .expect("suffixes pending");
+        assert!(next > day(40) && next < day(62), "{next}");
+        let mut late = random_samples(&mut x, t0 + 10 * DAY_MS + 3 * HOUR_MS, 5);
+        // Into the block being built: below and above the suffixes built so far.
+        late.extend(random_samples(&mut x, day(40) + HOUR_MS, 5));
+        late.extend(random_samples(&mut x, day(62), 5));
+        late.extend(random_samples(&mut x, t0 + 65 * DAY_MS, 5));
+        late.push(Raw {
+            page: "/late",
+            ..late[0].clone()
+        });
+        write_raw(&mut conn, &late);
+        raw.extend(late);
         assert_spans_match_rows(&conn);
-        assert_projection_matches_hist(&conn);
-        assert_exact(&conn, &raw, t0, now, now);
+        for (from, to) in ranges(now) {
+            assert_exact(&conn, &raw, from, to, now);
+        }
+        // The rest built.
+        pass(&mut conn, &mut raw, &mut x, &mut now, t0 + 72 * DAY_MS);
+        assert_eq!(spans::suffix_next(&conn).unwrap(), None);
+        assert_eq!(
+            count(
+                &conn,
+                &format!("SELECT count(DISTINCT start_ms) FROM hist_span WHERE level = 29 AND start_ms >= {}", day(32))
+            ),
+            30
+        );
+        assert_spans_match_rows(&conn);
+        for (from, to) in ranges(now) {
+            assert_exact(&conn, &raw, from, to, now);
+        }
+        // Fifty days of retention: the cut is day 20 or 21, inside the first block.
+        rollup::roll_up_and_prune(&mut conn, now, 50).unwrap();
+        let cut = rollup::pruned_before(&conn, Resolution::Day).unwrap();
+        assert!(cut > day(1) && cut < day(31) && cut % DAY_MS == 0, "{cut}");
+        assert_eq!(
+            count(
+                &conn,
+                &format!(
+                    "SELECT count(*) FROM hist_span WHERE level = 28 AND start_ms < {}",
+                    day(32)
+                )
+            ),
+            0
+        );
+        assert!(
+            count(
+                &conn,
+                &format!(
+                    "SELECT count(*) FROM hist_span WHERE level = 29 AND start_ms < {}",
+                    day(32)
+                )
+            ) > 0
+        );
+        assert_spans_match_rows(&conn);
+        for (from, to) in [
+            (cut + 5 * HOUR_MS, day(60)),
+            (cut, now),
+            (cut + DAY_MS, day(33)),
+        ] {
+            assert_exact(&conn, &raw, from, to, now);
+        }
+    }
+
+    /// A version-3 or version-5 store (spans, no prefixes or suffixes) opens as the current version with the spans
+    /// it had (a second span backfill would count every sample twice) and prefixes and suffixes built, and answers as
+    /// before.
+    #[test]
+    fn migrates_version_3_and_5_stores_without_rebuilding_spans() {
+        for version in [3, 5] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(DB_FILE);
+            let t0 = 20_000 * DAY_MS + 7 * HOUR_MS;
+            let (conn, raw, now) = three_days(&path, t0);
+            let spans = count(&conn, "SELECT count(*) FROM hist_span");
+            let edges = "SELECT count(*) FROM hist_span WHERE level % 10 IN (8, 9)";
+            let edge_rows = count(&conn, edges);
+            assert!(edge_rows > 0);
+            conn.execute_batch(&format!(
+                "DELETE FROM hist_span WHERE level % 10 IN (8, 9); PRAGMA user_version = {version};"
+            ))
+            .unwrap();
+            drop(conn);
+            let conn = schema::open_writer(&path).unwrap();
+            assert_eq!(count(&conn, "PRAGMA user_version"), 6);
+            assert_eq!(count(&conn, "SELECT count(*) FROM hist_span"), spans);
+            assert_eq!(count(&conn, edges), edge_rows);
+            assert_spans_match_rows(&conn);
+            assert_projection_matches_hist(&conn);
+            assert_exact(&conn, &raw, t0, now, now);
+        }
     }
 
     /// A corrupt row fails its query, and the reader's scratch (kept for the next query) comes out of it empty: the
@@ -1072,7 +1186,7 @@ mod tests {
             .len() as i64;
         assert!(minute_views < v1_rows.keys().filter(|k| k.0 == 0).count() as i64);
         let conn = schema::open_writer(&path).unwrap();
-        assert_eq!(count(&conn, "PRAGMA user_version"), 5);
+        assert_eq!(count(&conn, "PRAGMA user_version"), 6);
         assert_eq!(rows(&conn, Resolution::Minute), minute_views);
         assert_eq!(count(&conn, "SELECT count(*) FROM hist WHERE res = 0"), 0);
         assert_projection_matches_hist(&conn);

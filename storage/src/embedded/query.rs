@@ -925,6 +925,7 @@ fn pieces(conn: &Connection, q: &HistQuery, page_rows: bool) -> Result<Vec<Piece
     } else {
         hours_until
     };
+    let next_suffix = spans::suffix_next(conn)?;
     let mut out = Vec::new();
     for (res, start, end) in plan(q.from_ms, q.to_ms, hours_until, days_until) {
         if page_rows && res == Resolution::Minute {
@@ -933,12 +934,12 @@ fn pieces(conn: &Connection, q: &HistQuery, page_rows: bool) -> Result<Vec<Piece
             // The longest spans that fit, single hour or day rows around them.
             let cut = super::rollup::pruned_before(conn, res)?;
             out.extend(
-                spans::pieces(res, start, end, cut).into_iter().map(
-                    |(span, from, to)| match span {
+                spans::pieces(res, start, end, cut, next_suffix)
+                    .into_iter()
+                    .map(|(span, from, to)| match span {
                         Some(s) => Piece::Span(s, from, to),
                         None => Piece::Page(res, from, to),
-                    },
-                ),
+                    }),
             );
         } else {
             out.push(Piece::Hist(res, start, end));

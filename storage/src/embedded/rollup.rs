@@ -307,12 +307,15 @@ pub fn write_deltas_paced(
             ])?;
         }
         let mut upsert_span = tx.prepare_cached(spans::UPSERT_SPAN)?;
-        let cuts = if late.is_empty() {
-            (i64::MIN, i64::MIN)
+        let (cuts, next_suffix) = if late.is_empty() {
+            ((i64::MIN, i64::MIN), None)
         } else {
             (
-                pruned_before(&tx, Resolution::Hour)?,
-                pruned_before(&tx, Resolution::Day)?,
+                (
+                    pruned_before(&tx, Resolution::Hour)?,
+                    pruned_before(&tx, Resolution::Day)?,
+                ),
+                spans::suffix_next(&tx)?,
             )
         };
         for ((res, site, metric, start_ms, page), h) in &late {
@@ -334,8 +337,7 @@ pub fn write_deltas_paced(
                 (site, metric.code() as i64, *start_ms, page),
                 &blob,
                 *res,
-                until,
-                cut,
+                (until, cut, next_suffix),
             )?;
         }
     }
@@ -512,6 +514,12 @@ pub fn roll_up_and_prune(
         } else {
             break;
         }
+    }
+    // A completed block's day suffixes, one per pass (see `spans`).
+    if spans::suffix_next(conn)?.is_some() {
+        let tx = conn.transaction()?;
+        spans::build_next_suffix(&tx)?;
+        tx.commit()?;
     }
     merge_closed_minutes(conn, now_ms)?;
     let (hours_until, days_until) = watermarks(conn)?;

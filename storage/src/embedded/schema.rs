@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Bumped when the schema changes; older files are migrated in [`open_writer`].
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1: the `hist` table (every dimension) and `meta` (watermarks, checkpoint).
 pub(super) const SCHEMA_V1: &str = "
@@ -141,6 +141,12 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
                 copy.execute(rusqlite::params![site, metric])?;
                 delete.execute(rusqlite::params![site, metric])?;
             }
+        }
+        if (1..6).contains(&version) {
+            // Version 6: day prefixes and suffixes within 32-day blocks (`spans`), over the days already rolled up.
+            let (_, days_until) = super::rollup::watermarks(&tx)?;
+            let cut = super::rollup::pruned_before(&tx, Resolution::Day)?;
+            super::spans::backfill_edges(&tx, Resolution::Day, cut, days_until)?;
         }
         // Version 4: `hist_page` also holds partial rows for the hours not yet rolled up (`res` 3, see
         // `rollup::PARTIAL_HOUR_RES`). Nothing to fill in: their watermark starts at the hour roll-up's, and the next
