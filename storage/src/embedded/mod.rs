@@ -7,8 +7,8 @@
 //! ([`rollup`]), so a 28-day query reads a few day rows per group instead of 40,000 minute rows. The same roll-ups
 //! (and late deltas below their watermarks) also keep `hist_page`, the hour and day rows merged over device, release
 //! and nav, which queries by page or by nothing read instead of `hist`'s many times as many rows (`query.rs`), and
-//! `hist_span`, those rows merged again over aligned runs of hours and days ([`spans`]), so a month is a few rows per
-//! page. Queries ([`HistogramSource`]) run on their own read connections against WAL snapshots, on two of them at
+//! `hist_span`, those rows merged again over aligned runs of hours and days and into every prefix and suffix of days
+//! within aligned 32-day blocks ([`spans`]), so a month is a few rows per page. Queries ([`HistogramSource`]) run on their own read connections against WAL snapshots, on two of them at
 //! once for ranges of a day or more; summaries read each row's section counts and only the sections that hold the
 //! quantiles (`vitals::histogram::Merger::summarize_encoded`).
 
