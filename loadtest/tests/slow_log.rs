@@ -1,9 +1,10 @@
 //! `loadtest run --slow-log` (every beacon at least `--slow-ms` slow, with its intended send time) and `--warmup`,
 //! against the real bench sink over loopback.
 
-use std::net::TcpStream;
+mod common;
+
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Sink(Child);
 
@@ -15,24 +16,13 @@ impl Drop for Sink {
 }
 
 fn start_sink() -> (Sink, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(["bench-sink", "--listen", &format!("127.0.0.1:{port}")])
         .spawn()
         .expect("bench-sink starts");
     let sink = Sink(child);
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "sink did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for_port(port, Duration::from_secs(10), "the sink");
     (sink, port)
 }
 

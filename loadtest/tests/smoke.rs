@@ -2,11 +2,13 @@
 //! collector, and fails (exit 2, naming the group) when the collector holds one beacon the generator did not send.
 //! Needs `cargo build --workspace --bins` first (`.ci/run` does it).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn collector_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -44,11 +46,7 @@ fn http(port: u16, request: &str) -> String {
 }
 
 fn start_collector(dir: &Path) -> Collector {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let child = Command::new(collector_bin())
         .args([
             "--listen",
@@ -63,14 +61,7 @@ fn start_collector(dir: &Path) -> Collector {
         .spawn()
         .expect("collector starts");
     let c = Collector { child, port };
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "collector did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for_port(port, Duration::from_secs(20), "the collector");
     c
 }
 
