@@ -35,7 +35,7 @@ page = "/it\\'s \"quoted\"\\\\?"
 ddl_done = False
 expected_in_window = 0
 for i_stmt, sql in enumerate(statements):
-    if not ddl_done and i_stmt > 0 and not sql.startswith("CREATE"):
+    if not ddl_done and i_stmt > 0 and not sql.startswith(("CREATE", "DROP")):
         ddl_done = True
         # Sample rows (beacon ids above the generated repair range 10..20, so the repair is a no-op here):
         # every 5 minutes from 20 minutes before the window to 20 minutes after it, CLS (metric 2), the filters'
@@ -52,10 +52,28 @@ for i_stmt, sql in enumerate(statements):
             t += 300
             i += 1
         # The first rows as a collector before schema v3 inserted them (into `samples`, rolled up by the v2 view with
-        # marker rows), the rest as this version does (into `raw_samples`): both views must add up to one rollup.
+        # marker rows), the next as a v3 collector did (into `raw_samples`, rolled up by its view), the rest as this
+        # version does (into `raw_samples_v4`, and their sums per hour and group into `rollup_input`, whose view makes
+        # the states): all three must add up to one rollup.
         cut = len(rows) // 3
+        cut2 = 2 * len(rows) // 3
         run("INSERT INTO fv_chdb.samples VALUES " + ", ".join(rows[:cut]))
-        run("INSERT INTO fv_chdb.raw_samples VALUES " + ", ".join(rows[cut:]))
+        run("INSERT INTO fv_chdb.raw_samples VALUES " + ", ".join(rows[cut:cut2]))
+        run("INSERT INTO fv_chdb.raw_samples_v4 VALUES " + ", ".join(rows[cut2:]))
+        groups = {}
+        t, i = H - 20 * 60, 0
+        while t < H + 3 * 3600 + 20 * 60:
+            if i >= cut2:
+                odd = i % 2 == 1
+                key = (t // 3600 * 3600, page if odd else '/', 3 if odd else 0)
+                n, top = groups.get(key, (0, 0))
+                groups[key] = (n + 1, max(top, 100 + i))
+            t += 300
+            i += 1
+        run("INSERT INTO fv_chdb.rollup_input VALUES " + ", ".join(
+            f"({h}, '{site}', 2, '{p}', 0, '', {nav}, 'default', {n}, {n}, 0, 0, [500], [{n}], {top})"
+            for (h, p, nav), (n, top) in groups.items()
+        ))
         inserted = len(rows)
     out = run(sql)
     print(f"ok  {sql[:110]}{'...' if len(sql) > 110 else ''}")

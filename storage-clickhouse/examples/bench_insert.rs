@@ -109,7 +109,7 @@ async fn main() {
     );
     assert_eq!(h.rows_inserted, samples);
 
-    for table in ["samples", "rollup_hourly"] {
+    for table in [storage_clickhouse::schema::RAW, storage_clickhouse::schema::ROLLUP] {
         store
             .client()
             .query(&format!("OPTIMIZE TABLE fv_bench.{table} FINAL"))

@@ -4,10 +4,11 @@
 //! Data path: the collector hands [`storage::Accepted`] beacons (id = its spool's sequence number) to the
 //! [`sink`] through a bounded channel. The sink turns every sample into one raw row (with the `vitals`
 //! histogram bucket of its value), batches rows by count and by age (≤ 1 s), and inserts each batch as RowBinary
-//! over HTTP with the official `clickhouse` crate into `raw_samples`. A materialized view folds every inserted block
-//! into the hourly rollup (`sumMap` of (bucket, count) plus rating counts, one row per source and group, whose
-//! largest beacon id is the source's marker). Reads go through `samples_all`, which also holds the `samples` rows
-//! of collectors from before schema v3 ([`schema`]). Failed inserts are retried with exponential backoff
+//! over HTTP with the official `clickhouse` crate into `raw_samples_v4`; then it sums the batch per hour and group
+//! ([`sink::rollup_rows`]) and inserts those rows into `rollup_input`, whose materialized view turns them into the
+//! hourly rollup's states (`sumMap` of (bucket, count) plus rating counts, one row per source and group, whose
+//! largest beacon id is the source's marker). Reads go through `samples_all`, which also holds the raw rows of
+//! collectors of earlier schema versions ([`schema`]). Failed inserts are retried with exponential backoff
 //! (the sink stops reading its channel meanwhile, so backpressure reaches the caller); rows ClickHouse refuses as
 //! data are dropped and counted. The sink publishes `stored_through()`, the id up to which everything is stored,
 //! from which the spool checkpoints; replays after a crash are deduplicated by reading the largest stored id of

@@ -14,7 +14,7 @@
 
 use crate::config::ClickHouseConfig;
 use crate::error::{classify, ErrorClass};
-use crate::schema::RAW;
+use crate::schema::{RAW, ROLLUP_INPUT};
 use crate::ClickHouseStore;
 use clickhouse::Client;
 use std::collections::VecDeque;
@@ -59,6 +59,94 @@ pub struct RawRow {
     pub source: Arc<str>,
     /// The accepted beacon's id.
     pub beacon_id: u64,
+}
+
+/// One row of a batch's rollup (the [`crate::schema::ROLLUP_INPUT`] columns): a group's samples of one hour summed.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize)]
+pub struct RollupInputRow {
+    /// The hour's start, Unix seconds.
+    pub hour: u32,
+    /// Site.
+    pub r_site: Arc<str>,
+    /// Metric code.
+    pub r_metric: u8,
+    /// Page key.
+    pub r_page: Arc<str>,
+    /// Device class code.
+    pub r_device: u8,
+    /// Release.
+    pub r_release: Arc<str>,
+    /// Navigation type code.
+    pub r_nav: u8,
+    /// The writer's source.
+    pub r_source: Arc<str>,
+    /// Samples.
+    pub i_samples: u64,
+    /// Samples rated good.
+    pub i_good: u64,
+    /// Samples rated needs improvement.
+    pub i_ni: u64,
+    /// Samples rated poor.
+    pub i_poor: u64,
+    /// Histogram buckets, ascending.
+    pub i_buckets: Vec<u64>,
+    /// Each bucket's count.
+    pub i_counts: Vec<u64>,
+    /// The largest beacon id summed.
+    pub i_max_id: u64,
+}
+
+/// Sums raw rows per hour and group: the rows the v3 view would have made of them, before its aggregate states.
+pub fn rollup_rows(rows: &[RawRow]) -> Vec<RollupInputRow> {
+    type Key<'a> = (u32, &'a str, u8, &'a str, u8, &'a str, u8);
+    // The group's first row, its rating counts, (bucket, count) pairs and largest id.
+    type Sums = (usize, [u64; 3], Vec<(u64, u64)>, u64);
+    let mut groups: std::collections::HashMap<Key<'_>, Sums> = std::collections::HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        let key = (
+            r.time / 3600 * 3600,
+            &*r.site,
+            r.metric,
+            &*r.page,
+            r.device,
+            &*r.release,
+            r.nav,
+        );
+        let g = groups
+            .entry(key)
+            .or_insert_with(|| (i, [0; 3], Vec::new(), 0));
+        g.1[usize::from(r.rating.min(2))] += 1;
+        // Few buckets per group and batch: a scan beats a map.
+        match g.2.iter_mut().find(|(b, _)| *b == r.bucket) {
+            Some((_, c)) => *c += 1,
+            None => g.2.push((r.bucket, 1)),
+        }
+        g.3 = g.3.max(r.beacon_id);
+    }
+    groups
+        .into_values()
+        .map(|(first, ratings, mut pairs, max_id)| {
+            pairs.sort_unstable();
+            let r = &rows[first];
+            RollupInputRow {
+                hour: r.time / 3600 * 3600,
+                r_site: r.site.clone(),
+                r_metric: r.metric,
+                r_page: r.page.clone(),
+                r_device: r.device,
+                r_release: r.release.clone(),
+                r_nav: r.nav,
+                r_source: r.source.clone(),
+                i_samples: ratings.iter().sum(),
+                i_good: ratings[0],
+                i_ni: ratings[1],
+                i_poor: ratings[2],
+                i_buckets: pairs.iter().map(|p| p.0).collect(),
+                i_counts: pairs.iter().map(|p| p.1).collect(),
+                i_max_id: max_id,
+            }
+        })
+        .collect()
 }
 
 /// The rows of one beacon; samples whose values are not finite or out of the metric's bounds are refused here.
@@ -284,10 +372,10 @@ fn attempt(
             return (batch, verified, Outcome::Stored);
         }
         let res =
-            tokio::time::timeout(cfg.insert_timeout, insert(&client, &cfg, &batch.rows)).await;
+            tokio::time::timeout(2 * cfg.insert_timeout, insert(&client, &cfg, &batch.rows)).await;
         let outcome = match res {
             Ok(Ok(())) => Outcome::Stored,
-            Ok(Err(e)) => Outcome::Failed(classify(&e), e.to_string()),
+            Ok(Err((class, e))) => Outcome::Failed(class, e),
             Err(_) => Outcome::Failed(ErrorClass::Retry, "insert timed out".into()),
         };
         (batch, verified, outcome)
@@ -323,19 +411,41 @@ async fn reconcile(
     Ok(raw_max)
 }
 
+/// Inserts the raw rows, then their rollup rows. A failure of the second is reported as one to retry (never as bad
+/// data, which would split and resend raw rows already stored): the retry's reconciliation finds the rollup behind
+/// the raw table and rolls the difference up from raw rows.
 async fn insert(
     client: &Client,
     cfg: &ClickHouseConfig,
     rows: &[RawRow],
-) -> clickhouse::error::Result<()> {
-    let mut ins = client
-        .insert_unescaped::<RawRow>(&format!("{}.{RAW}", cfg.database))
-        .await?
-        .with_timeouts(Some(cfg.insert_timeout), Some(cfg.insert_timeout));
-    for i in key_order(rows) {
-        ins.write(&rows[i as usize]).await?;
-    }
-    ins.end().await
+) -> Result<(), (ErrorClass, String)> {
+    let raw = async {
+        let mut ins = client
+            .insert_unescaped::<RawRow>(&format!("{}.{RAW}", cfg.database))
+            .await?
+            .with_timeouts(Some(cfg.insert_timeout), Some(cfg.insert_timeout));
+        for i in key_order(rows) {
+            ins.write(&rows[i as usize]).await?;
+        }
+        ins.end().await
+    };
+    raw.await.map_err(|e| (classify(&e), e.to_string()))?;
+    let rollup = async {
+        let mut ins = client
+            .insert_unescaped::<RollupInputRow>(&format!("{}.{ROLLUP_INPUT}", cfg.database))
+            .await?
+            .with_timeouts(Some(cfg.insert_timeout), Some(cfg.insert_timeout));
+        for row in rollup_rows(rows) {
+            ins.write(&row).await?;
+        }
+        ins.end().await
+    };
+    rollup.await.map_err(|e| {
+        (
+            ErrorClass::Retry,
+            format!("rollup insert after the raw rows were stored: {e}"),
+        )
+    })
 }
 
 /// The rows' indices in the raw tables' sort key order (site, metric, time), arrival order within. ClickHouse sorts
@@ -597,6 +707,61 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch's rollup rows are its raw rows summed per hour and group: ratings, buckets in order, the largest id.
+    #[test]
+    fn rollup_rows_sum_each_hour_and_group() {
+        let source: Arc<str> = "src".into();
+        let row = |time: u32, page: &str, bucket: u64, rating: u8, id: u64| RawRow {
+            time,
+            site: "s".into(),
+            page: page.into(),
+            host: "h".into(),
+            path: "/".into(),
+            device: 1,
+            release: "".into(),
+            nav: 0,
+            metric: 0,
+            value: 1.0,
+            rating,
+            bucket,
+            source: source.clone(),
+            beacon_id: id,
+        };
+        let h = 500_000 * 3600;
+        let rows = vec![
+            row(h + 5, "/a", 30, 0, 7),
+            row(h + 9, "/b", 10, 2, 8),
+            row(h + 3599, "/a", 20, 1, 9),
+            row(h + 10, "/a", 30, 0, 3),
+            row(h + 3600, "/a", 30, 0, 10),
+        ];
+        let mut got = rollup_rows(&rows);
+        got.sort_by(|a, b| (a.hour, &a.r_page).cmp(&(b.hour, &b.r_page)));
+        let summary: Vec<_> = got
+            .iter()
+            .map(|r| {
+                (
+                    r.hour - h,
+                    &*r.r_page,
+                    r.i_samples,
+                    [r.i_good, r.i_ni, r.i_poor],
+                    r.i_buckets.clone(),
+                    r.i_counts.clone(),
+                    r.i_max_id,
+                    &*r.r_source,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (0, "/a", 3, [2, 1, 0], vec![20, 30], vec![1, 2], 9, "src"),
+                (0, "/b", 1, [0, 0, 1], vec![10], vec![1], 8, "src"),
+                (3600, "/a", 1, [1, 0, 0], vec![30], vec![1], 10, "src"),
+            ]
+        );
+    }
 
     fn row(id: u64) -> RawRow {
         RawRow {

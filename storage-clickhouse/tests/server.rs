@@ -212,7 +212,7 @@ async fn migrations_run_twice_and_concurrently_and_need_ddl_rights() {
         Vec::<u32>::new(),
         "second run applies nothing"
     );
-    assert_eq!(admin.applied_versions().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(admin.applied_versions().await.unwrap(), vec![1, 2, 3, 4]);
     let tables = count(
         &admin,
         &format!(
@@ -222,8 +222,9 @@ async fn migrations_run_twice_and_concurrently_and_need_ddl_rights() {
     )
     .await;
     assert_eq!(
-        tables, 7,
-        "samples, rollup_hourly, its view, raw_samples, its view, samples_all, schema_migrations"
+        tables, 10,
+        "samples, rollup_hourly, its view, raw_samples, its view, raw_samples_v4, rollup_input, its view, \
+         samples_all, schema_migrations"
     );
     // …but once it exists, the writer and the reader find it current.
     writer.check_schema().await.unwrap();
@@ -397,6 +398,55 @@ async fn replays_are_stored_exactly_once() {
     drop_db(&u.admin).await;
 }
 
+/// The rollup rows go in a second insert after the raw rows. When it fails (here: the rollup input is gone), the
+/// retry's reconciliation finds the rollup behind the raw table and rolls the stored raw rows up itself, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_rollup_insert_is_rolled_up_from_the_raw_rows() {
+    let Some(url) = server_url() else { return };
+    let u = migrated(&url, "rollupfail").await;
+    let admin = ClickHouseStore::new(u.admin.clone()).unwrap();
+    let db = u.admin.database.clone();
+    for t in ["rollup_input_mv", "rollup_input"] {
+        admin
+            .client()
+            .query(&format!("DROP TABLE {db}.{t}"))
+            .execute()
+            .await
+            .unwrap();
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let bs = beacons(5, 2_000, 1, now - 3 * HOUR_MS, 2 * HOUR_MS);
+    let h = store_all(&u.writer, &bs).await;
+    assert_eq!(h.stored_through, bs.last().unwrap().id);
+    assert!(h.retries > 0 && h.rollup_repairs > 0, "{h:?}");
+    assert_eq!(h.data_error_rows, 0);
+    assert!(
+        h.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("rollup insert after the raw rows were stored")),
+        "{h:?}"
+    );
+    assert_eq!(
+        count(&admin, &format!("SELECT count() FROM {db}.samples_all")).await,
+        samples(&bs)
+    );
+    for sum in [
+        "countMerge(samples)",
+        "sumMerge(good) + sumMerge(ni) + sumMerge(poor)",
+    ] {
+        assert_eq!(
+            count(
+                &admin,
+                &format!("SELECT toUInt64({sum}) FROM {db}.rollup_hourly WHERE r_site != ''")
+            )
+            .await,
+            samples(&bs),
+            "{sum}"
+        );
+    }
+    drop_db(&u.admin).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rows_are_dropped_and_counted_without_blocking_the_queue() {
     let Some(url) = server_url() else { return };
@@ -432,7 +482,7 @@ async fn bad_rows_are_dropped_and_counted_without_blocking_the_queue() {
     }
     let client = admin.client().clone();
     let mut ins = client
-        .insert_unescaped::<Short>(&format!("{}.raw_samples", u.admin.database))
+        .insert_unescaped::<Short>(&format!("{}.raw_samples_v4", u.admin.database))
         .await
         .unwrap();
     ins.write(&Short { time: 1 }).await.unwrap();
@@ -446,7 +496,7 @@ async fn bad_rows_are_dropped_and_counted_without_blocking_the_queue() {
     let e = reader
         .client()
         .query(&format!(
-            "INSERT INTO {}.raw_samples (time) VALUES (1)",
+            "INSERT INTO {}.raw_samples_v4 (time) VALUES (1)",
             u.admin.database
         ))
         .execute()

@@ -574,25 +574,36 @@ async fn collector_posting(
     (app, d)
 }
 
-/// A database created before schema v3 (raw rows in `samples`, rolled up by the v2 view with marker rows) keeps
-/// its data through the upgrade: after `migrate`, new beacons go to `raw_samples` and its view, and every answer
-/// covers both, each sample counted once.
+/// A database created before schema v4 keeps its data through the upgrade: at schema v2 (raw rows in `samples`,
+/// rolled up by the v2 view with marker rows) or v3 (raw rows in `raw_samples`, rolled up by its view). After
+/// `migrate`, new beacons go to `raw_samples_v4` and their sums to the rollup input, and every answer covers old and
+/// new rows, each sample counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_from_before_schema_v3_is_upgraded_with_its_data_counted_once() {
+async fn a_database_from_before_schema_v4_is_upgraded_with_its_data_counted_once() {
     let Some(url) = server_url() else { return };
-    let (old_db, tmp_db) = (fresh_db("v2_upgrade"), fresh_db("v2_rows"));
-    let (admin_old, admin_tmp) = (admin(&url, &old_db), admin(&url, &tmp_db));
+    for (version, old_table, old_source) in [
+        (2, "samples", "v2-collector"),
+        (3, "raw_samples", "v3-collector"),
+    ] {
+        upgrade_from(&url, version, old_table, old_source).await;
+    }
+}
+
+async fn upgrade_from(url: &str, version: u32, old_table: &str, old_source: &str) {
+    let raw = storage_clickhouse::schema::RAW;
+    let (old_db, tmp_db) = (fresh_db("upgrade"), fresh_db("upgrade_rows"));
+    let (admin_old, admin_tmp) = (admin(url, &old_db), admin(url, &tmp_db));
     let (bodies, truth) = generate(91, 300);
     let (first, second) = bodies.split_at(120);
 
     // Rows exactly as a collector's sink writes them, for the first beacons (in a scratch database)...
     admin_tmp.migrate().await.unwrap();
     let first_n = (first.len() * METRICS.len()) as u64;
-    let raw_sql = format!("SELECT count() FROM {tmp_db}.raw_samples");
-    let (tmp, _d0) = collector_posting(&url, &tmp_db, first, &admin_tmp, &raw_sql, first_n).await;
+    let raw_sql = format!("SELECT count() FROM {tmp_db}.{raw}");
+    let (tmp, _d0) = collector_posting(url, &tmp_db, first, &admin_tmp, &raw_sql, first_n).await;
     tmp.stop().await;
 
-    // ...copied into a database at schema v2, where the v2 view rolls them up with its marker rows.
+    // ...copied into a database at the old version, whose view rolls them up.
     let client = admin_old.client();
     let cfg = ClickHouseConfig {
         database: old_db.clone(),
@@ -610,7 +621,7 @@ async fn a_database_from_before_schema_v3_is_upgraded_with_its_data_counted_once
         .unwrap();
     for m in storage_clickhouse::schema::migrations(&cfg)
         .into_iter()
-        .filter(|m| m.version <= 2)
+        .filter(|m| m.version <= version)
     {
         for s in &m.statements {
             client.query(s).execute().await.unwrap();
@@ -627,25 +638,31 @@ async fn a_database_from_before_schema_v3_is_upgraded_with_its_data_counted_once
     }
     client
         .query(&format!(
-            "INSERT INTO {old_db}.samples SELECT time, site, page, host, path, device, release, nav, metric, value, \
-             rating, bucket, 'v2-collector' AS source, beacon_id FROM {tmp_db}.raw_samples"
+            "INSERT INTO {old_db}.{old_table} SELECT time, site, page, host, path, device, release, nav, metric, \
+             value, rating, bucket, '{old_source}' AS source, beacon_id FROM {tmp_db}.{raw}"
         ))
         .execute()
         .await
         .unwrap();
-    assert_eq!(admin_old.applied_versions().await.unwrap(), vec![1, 2]);
+    let old_versions: Vec<u32> = (1..=version).collect();
+    assert_eq!(admin_old.applied_versions().await.unwrap(), old_versions);
 
     // The upgrade, then the rest of the beacons from a collector of this version.
-    assert_eq!(admin_old.migrate().await.unwrap(), vec![3]);
+    let new_versions: Vec<u32> = (version + 1..=4).collect();
+    assert_eq!(admin_old.migrate().await.unwrap(), new_versions);
     let total = (bodies.len() * METRICS.len()) as u64;
     let all_sql = format!("SELECT count() FROM {old_db}.samples_all");
-    let (app, _d1) = collector_posting(&url, &old_db, second, &admin_old, &all_sql, total).await;
+    let (app, _d1) = collector_posting(url, &old_db, second, &admin_old, &all_sql, total).await;
     assert_eq!(
-        count(&admin_old, &format!("SELECT count() FROM {old_db}.samples")).await,
+        count(
+            &admin_old,
+            &format!("SELECT count() FROM {old_db}.{old_table}")
+        )
+        .await,
         first_n,
         "the old raw table keeps the old rows and gets no new ones"
     );
-    // Each sample rolled up once: the v2 view's rows for the old ones, the v3 view's for the new.
+    // Each sample rolled up once: the old view's rows for the old ones, the rollup input's for the new.
     wait_count(
         &admin_old,
         &format!(
@@ -654,7 +671,7 @@ async fn a_database_from_before_schema_v3_is_upgraded_with_its_data_counted_once
         total,
     )
     .await;
-    // The markers: the v2 view's marker row for the old source, the v3 view's rows for the new one.
+    // The markers: the old view's for the old source, the rollup input's rows for the new one.
     let marker = |source: &str| {
         admin_old
             .client()
@@ -664,19 +681,19 @@ async fn a_database_from_before_schema_v3_is_upgraded_with_its_data_counted_once
     };
     let old_max = count(
         &admin_tmp,
-        &format!("SELECT toUInt64(max(beacon_id)) FROM {tmp_db}.raw_samples"),
+        &format!("SELECT toUInt64(max(beacon_id)) FROM {tmp_db}.{raw}"),
     )
     .await;
-    assert_eq!(marker("v2-collector").await.unwrap(), old_max);
+    assert_eq!(marker(old_source).await.unwrap(), old_max);
     let new_source = admin_old
         .client()
-        .query(&format!("SELECT any(source) FROM {old_db}.raw_samples"))
+        .query(&format!("SELECT any(source) FROM {old_db}.{raw}"))
         .fetch_one::<String>()
         .await
         .unwrap();
     let new_max = count(
         &admin_old,
-        &format!("SELECT toUInt64(max(beacon_id)) FROM {old_db}.raw_samples"),
+        &format!("SELECT toUInt64(max(beacon_id)) FROM {old_db}.{raw}"),
     )
     .await;
     assert_eq!(marker(&new_source).await.unwrap(), new_max);
