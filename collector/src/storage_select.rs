@@ -99,6 +99,15 @@ pub struct ClickHouseArgs {
         default_value_t = ClickHouseConfig::default().batch_max_age.as_millis() as u64
     )]
     pub batch_max_age_ms: u64,
+    /// Longest time, in ms (1 to 60,000), that stored rows are summed in memory before their sums are inserted into
+    /// the hourly rollup: longer means fewer rollup rows for ClickHouse to insert and merge. A closed hour's sums go
+    /// at once (queries read the current hour from raw rows), so this only delays late rows of a closed hour.
+    #[arg(
+        long = "clickhouse-rollup-interval-ms",
+        env = "FIELDVITALS_CLICKHOUSE_ROLLUP_INTERVAL_MS",
+        default_value_t = ClickHouseConfig::default().rollup_interval.as_millis() as u64
+    )]
+    pub rollup_interval_ms: u64,
 }
 
 impl Default for ClickHouseArgs {
@@ -115,6 +124,7 @@ impl Default for ClickHouseArgs {
             rollup_retention_days: 400,
             batch_rows: ClickHouseConfig::default().batch_rows,
             batch_max_age_ms: ClickHouseConfig::default().batch_max_age.as_millis() as u64,
+            rollup_interval_ms: ClickHouseConfig::default().rollup_interval.as_millis() as u64,
         }
     }
 }
@@ -138,6 +148,7 @@ impl ClickHouseArgs {
             rollup_retention_days: self.rollup_retention_days,
             batch_rows: self.batch_rows,
             batch_max_age: Duration::from_millis(self.batch_max_age_ms),
+            rollup_interval: Duration::from_millis(self.rollup_interval_ms),
             // Room for the batch being filled, one being inserted and one sealed behind it.
             max_backlog_rows: ClickHouseConfig::default()
                 .max_backlog_rows
@@ -195,6 +206,10 @@ impl ClickHouseArgs {
         out += &format!(
             "clickhouse_batch_rows = {}\nclickhouse_batch_max_age_ms = {}\n",
             self.batch_rows, self.batch_max_age_ms
+        );
+        out += &format!(
+            "clickhouse_rollup_interval_ms = {}\n",
+            self.rollup_interval_ms
         );
         out
     }

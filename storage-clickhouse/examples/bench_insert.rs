@@ -109,7 +109,10 @@ async fn main() {
     );
     assert_eq!(h.rows_inserted, samples);
 
-    for table in [storage_clickhouse::schema::RAW, storage_clickhouse::schema::ROLLUP] {
+    for table in [
+        storage_clickhouse::schema::RAW,
+        storage_clickhouse::schema::ROLLUP,
+    ] {
         store
             .client()
             .query(&format!("OPTIMIZE TABLE fv_bench.{table} FINAL"))

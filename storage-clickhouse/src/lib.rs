@@ -4,9 +4,9 @@
 //! Data path: the collector hands [`storage::Accepted`] beacons (id = its spool's sequence number) to the
 //! [`sink`] through a bounded channel. The sink turns every sample into one raw row (with the `vitals`
 //! histogram bucket of its value), batches rows by count and by age (≤ 1 s), and inserts each batch as RowBinary
-//! over HTTP with the official `clickhouse` crate into `raw_samples_v4`; then it sums the batch per hour and group
-//! ([`sink::rollup_rows`]) and inserts those rows into `rollup_input`, whose materialized view turns them into the
-//! hourly rollup's states (`sumMap` of (bucket, count) plus rating counts, one row per source and group, whose
+//! over HTTP with the official `clickhouse` crate into `raw_samples_v4`; the stored rows are summed per hour and group
+//! across batches ([`rollup_window`], closed when the hour turns or after ≤ 10 s) and those sums inserted into
+//! `rollup_input`, whose materialized view turns them into the hourly rollup's states (`sumMap` of (bucket, count) plus rating counts, one row per source and group, whose
 //! largest beacon id is the source's marker). Reads go through `samples_all`, which also holds the raw rows of
 //! collectors of earlier schema versions ([`schema`]). Failed inserts are retried with exponential backoff
 //! (the sink stops reading its channel meanwhile, so backpressure reaches the caller); rows ClickHouse refuses as
@@ -24,6 +24,7 @@
 pub mod config;
 pub mod error;
 pub mod query;
+pub mod rollup_window;
 pub mod schema;
 pub mod sink;
 pub mod testing;

@@ -14,6 +14,7 @@
 
 use crate::config::ClickHouseConfig;
 use crate::error::{classify, ErrorClass};
+use crate::rollup_window::{RollupInputRow, RollupWindow, MAX_WINDOW_ROWS};
 use crate::schema::{RAW, ROLLUP_INPUT};
 use crate::ClickHouseStore;
 use clickhouse::Client;
@@ -59,94 +60,6 @@ pub struct RawRow {
     pub source: Arc<str>,
     /// The accepted beacon's id.
     pub beacon_id: u64,
-}
-
-/// One row of a batch's rollup (the [`crate::schema::ROLLUP_INPUT`] columns): a group's samples of one hour summed.
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize)]
-pub struct RollupInputRow {
-    /// The hour's start, Unix seconds.
-    pub hour: u32,
-    /// Site.
-    pub r_site: Arc<str>,
-    /// Metric code.
-    pub r_metric: u8,
-    /// Page key.
-    pub r_page: Arc<str>,
-    /// Device class code.
-    pub r_device: u8,
-    /// Release.
-    pub r_release: Arc<str>,
-    /// Navigation type code.
-    pub r_nav: u8,
-    /// The writer's source.
-    pub r_source: Arc<str>,
-    /// Samples.
-    pub i_samples: u64,
-    /// Samples rated good.
-    pub i_good: u64,
-    /// Samples rated needs improvement.
-    pub i_ni: u64,
-    /// Samples rated poor.
-    pub i_poor: u64,
-    /// Histogram buckets, ascending.
-    pub i_buckets: Vec<u64>,
-    /// Each bucket's count.
-    pub i_counts: Vec<u64>,
-    /// The largest beacon id summed.
-    pub i_max_id: u64,
-}
-
-/// Sums raw rows per hour and group: the rows the v3 view would have made of them, before its aggregate states.
-pub fn rollup_rows(rows: &[RawRow]) -> Vec<RollupInputRow> {
-    type Key<'a> = (u32, &'a str, u8, &'a str, u8, &'a str, u8);
-    // The group's first row, its rating counts, (bucket, count) pairs and largest id.
-    type Sums = (usize, [u64; 3], Vec<(u64, u64)>, u64);
-    let mut groups: std::collections::HashMap<Key<'_>, Sums> = std::collections::HashMap::new();
-    for (i, r) in rows.iter().enumerate() {
-        let key = (
-            r.time / 3600 * 3600,
-            &*r.site,
-            r.metric,
-            &*r.page,
-            r.device,
-            &*r.release,
-            r.nav,
-        );
-        let g = groups
-            .entry(key)
-            .or_insert_with(|| (i, [0; 3], Vec::new(), 0));
-        g.1[usize::from(r.rating.min(2))] += 1;
-        // Few buckets per group and batch: a scan beats a map.
-        match g.2.iter_mut().find(|(b, _)| *b == r.bucket) {
-            Some((_, c)) => *c += 1,
-            None => g.2.push((r.bucket, 1)),
-        }
-        g.3 = g.3.max(r.beacon_id);
-    }
-    groups
-        .into_values()
-        .map(|(first, ratings, mut pairs, max_id)| {
-            pairs.sort_unstable();
-            let r = &rows[first];
-            RollupInputRow {
-                hour: r.time / 3600 * 3600,
-                r_site: r.site.clone(),
-                r_metric: r.metric,
-                r_page: r.page.clone(),
-                r_device: r.device,
-                r_release: r.release.clone(),
-                r_nav: r.nav,
-                r_source: r.source.clone(),
-                i_samples: ratings.iter().sum(),
-                i_good: ratings[0],
-                i_ni: ratings[1],
-                i_poor: ratings[2],
-                i_buckets: pairs.iter().map(|p| p.0).collect(),
-                i_counts: pairs.iter().map(|p| p.1).collect(),
-                i_max_id: max_id,
-            }
-        })
-        .collect()
 }
 
 /// The rows of one beacon; samples whose values are not finite or out of the metric's bounds are refused here.
@@ -202,6 +115,8 @@ pub struct SinkMonitor {
     data_error_rows: AtomicU64,
     duplicate_beacons: AtomicU64,
     rollup_repairs: AtomicU64,
+    rollup_rows_inserted: AtomicU64,
+    rollup_rows_held: AtomicU64,
     last_ok_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
 }
@@ -229,6 +144,10 @@ pub struct SinkHealth {
     pub duplicate_beacons: u64,
     /// Times the rollup was found behind the raw table after an uncertain insert and rolled up from raw rows.
     pub rollup_repairs: u64,
+    /// Rows inserted into the rollup (each one group's sums over the rollup window).
+    pub rollup_rows_inserted: u64,
+    /// Rollup rows summed in memory, waiting for the window to close.
+    pub rollup_rows_held: u64,
     /// Unix ms of the last successful insert (0 before the first).
     pub last_ok_ms: i64,
     /// The last error.
@@ -261,6 +180,8 @@ impl SinkMonitor {
             data_error_rows: self.data_error_rows.load(Ordering::Relaxed),
             duplicate_beacons: self.duplicate_beacons.load(Ordering::Relaxed),
             rollup_repairs: self.rollup_repairs.load(Ordering::Relaxed),
+            rollup_rows_inserted: self.rollup_rows_inserted.load(Ordering::Relaxed),
+            rollup_rows_held: self.rollup_rows_held.load(Ordering::Relaxed),
             last_ok_ms: self.last_ok_ms.load(Ordering::Relaxed),
             last_error: self.last_error.lock().expect("monitor lock").clone(),
         }
@@ -334,51 +255,77 @@ enum Outcome {
     Failed(ErrorClass, String),
 }
 
-type Attempt = Pin<Box<dyn Future<Output = (Batch, Option<u64>, Outcome)> + Send>>;
+/// What an attempt gives back: the batch (its rows those it inserted, or tried to), the largest stored id when it
+/// verified, the outcome, and whether it was given rollup sums that it did not insert.
+type Attempt = Pin<Box<dyn Future<Output = (Batch, Option<u64>, Outcome, bool)> + Send>>;
 
-/// One insert attempt; when `verify`, first drops rows already stored (largest stored id of the source).
+/// One insert attempt: the batch's raw rows, then `rollup` (sums of earlier, stored batches). When `verify`, first
+/// reconciles: drops rows already stored (largest stored id of the source) and rolls up from raw rows whatever the
+/// rollup lacks, so the caller passes no rollup rows then.
 fn attempt(
     client: Client,
     cfg: ClickHouseConfig,
     mut batch: Batch,
+    rollup: RollupWindow,
     verify: bool,
     m: Arc<SinkMonitor>,
 ) -> Attempt {
     Box::pin(async move {
         let mut verified = None;
         if verify {
+            let failed =
+                |e: String| Outcome::Failed(ErrorClass::Retry, format!("checking stored ids: {e}"));
             match tokio::time::timeout(cfg.query_timeout, reconcile(&client, &cfg, &m)).await {
                 Ok(Ok(m)) => {
                     verified = Some(m);
                     batch.rows.retain(|r| r.beacon_id > m);
                 }
-                Ok(Err(e)) => {
-                    return (
-                        batch,
-                        None,
-                        Outcome::Failed(ErrorClass::Retry, format!("checking stored ids: {e}")),
-                    )
-                }
-                Err(_) => {
-                    return (
-                        batch,
-                        None,
-                        Outcome::Failed(ErrorClass::Retry, "checking stored ids: timed out".into()),
-                    )
-                }
+                Ok(Err(e)) => return (batch, None, failed(e.to_string()), !rollup.is_empty()),
+                Err(_) => return (batch, None, failed("timed out".into()), !rollup.is_empty()),
             }
         }
-        if batch.rows.is_empty() {
-            return (batch, verified, Outcome::Stored);
+        if !batch.rows.is_empty() {
+            let res =
+                tokio::time::timeout(cfg.insert_timeout, insert_raw(&client, &cfg, &batch.rows))
+                    .await;
+            let failed = match res {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(Outcome::Failed(classify(&e), e.to_string())),
+                Err(_) => Some(Outcome::Failed(
+                    ErrorClass::Retry,
+                    "insert timed out".into(),
+                )),
+            };
+            if let Some(failed) = failed {
+                return (batch, verified, failed, !rollup.is_empty());
+            }
         }
-        let res =
-            tokio::time::timeout(2 * cfg.insert_timeout, insert(&client, &cfg, &batch.rows)).await;
-        let outcome = match res {
-            Ok(Ok(())) => Outcome::Stored,
-            Ok(Err((class, e))) => Outcome::Failed(class, e),
-            Err(_) => Outcome::Failed(ErrorClass::Retry, "insert timed out".into()),
-        };
-        (batch, verified, outcome)
+        if !rollup.is_empty() {
+            let res =
+                tokio::time::timeout(cfg.insert_timeout, insert_rollup(&client, &cfg, &rollup))
+                    .await;
+            // Never reported as bad data, which would split and resend raw rows already stored: a retry, whose
+            // reconciliation finds the rollup behind the raw table and rolls the difference up from raw rows.
+            let e = match res {
+                Ok(Ok(())) => {
+                    m.rollup_rows_inserted
+                        .fetch_add(rollup.rows() as u64, Ordering::Relaxed);
+                    return (batch, verified, Outcome::Stored, false);
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".into(),
+            };
+            return (
+                batch,
+                verified,
+                Outcome::Failed(
+                    ErrorClass::Retry,
+                    format!("rollup insert after the raw rows were stored: {e}"),
+                ),
+                false,
+            );
+        }
+        (batch, verified, Outcome::Stored, false)
     })
 }
 
@@ -411,41 +358,36 @@ async fn reconcile(
     Ok(raw_max)
 }
 
-/// Inserts the raw rows, then their rollup rows. A failure of the second is reported as one to retry (never as bad
-/// data, which would split and resend raw rows already stored): the retry's reconciliation finds the rollup behind
-/// the raw table and rolls the difference up from raw rows.
-async fn insert(
+/// Inserts raw rows, in the raw table's key order.
+async fn insert_raw(
     client: &Client,
     cfg: &ClickHouseConfig,
     rows: &[RawRow],
-) -> Result<(), (ErrorClass, String)> {
-    let raw = async {
-        let mut ins = client
-            .insert_unescaped::<RawRow>(&format!("{}.{RAW}", cfg.database))
-            .await?
-            .with_timeouts(Some(cfg.insert_timeout), Some(cfg.insert_timeout));
-        for i in key_order(rows) {
-            ins.write(&rows[i as usize]).await?;
-        }
-        ins.end().await
-    };
-    raw.await.map_err(|e| (classify(&e), e.to_string()))?;
-    let rollup = async {
-        let mut ins = client
-            .insert_unescaped::<RollupInputRow>(&format!("{}.{ROLLUP_INPUT}", cfg.database))
-            .await?
-            .with_timeouts(Some(cfg.insert_timeout), Some(cfg.insert_timeout));
-        for row in rollup_rows(rows) {
-            ins.write(&row).await?;
-        }
-        ins.end().await
-    };
-    rollup.await.map_err(|e| {
-        (
-            ErrorClass::Retry,
-            format!("rollup insert after the raw rows were stored: {e}"),
-        )
-    })
+) -> clickhouse::error::Result<()> {
+    let mut ins = client
+        .insert_unescaped::<RawRow>(&format!("{}.{RAW}", cfg.database))
+        .await?
+        .with_timeouts(Some(cfg.insert_timeout), Some(cfg.insert_timeout));
+    for i in key_order(rows) {
+        ins.write(&rows[i as usize]).await?;
+    }
+    ins.end().await
+}
+
+/// Inserts a window's sums as rollup input rows (the view makes them the rollup's states).
+async fn insert_rollup(
+    client: &Client,
+    cfg: &ClickHouseConfig,
+    window: &RollupWindow,
+) -> clickhouse::error::Result<()> {
+    let mut ins = client
+        .insert_unescaped::<RollupInputRow<'static>>(&format!("{}.{ROLLUP_INPUT}", cfg.database))
+        .await?
+        .with_timeouts(Some(cfg.insert_timeout), Some(cfg.insert_timeout));
+    for row in window.input_rows(&cfg.source) {
+        ins.write(&row).await?;
+    }
+    ins.end().await
 }
 
 /// The rows' indices in the raw tables' sort key order (site, metric, time), arrival order within. ClickHouse sorts
@@ -514,6 +456,18 @@ fn split(mut b: Batch) -> Result<(Batch, Batch), Batch> {
     ))
 }
 
+/// Seals the current batch, starting the next with a spare row vector if there is one.
+fn seal(current: &mut Batch, spare: &mut Vec<Vec<RawRow>>) -> Batch {
+    let rows = spare.pop().unwrap_or_default();
+    std::mem::replace(
+        current,
+        Batch {
+            rows,
+            ..Batch::default()
+        },
+    )
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -545,6 +499,10 @@ async fn run(
     m: Arc<SinkMonitor>,
 ) -> u64 {
     let mut current = Batch::default();
+    // Row vectors of stored batches, emptied, for the next batches: a batch is ~13 MB of rows, and growing a new
+    // one each time copied it into fresh (zeroed) pages at every doubling, ~6 % of the collector's CPU at the
+    // maximum rate.
+    let mut spare: Vec<Vec<RawRow>> = Vec::new();
     let mut opened_at: Option<Instant> = None;
     let mut sealed: VecDeque<Batch> = VecDeque::new();
     let mut inflight: Option<Attempt> = None;
@@ -558,6 +516,8 @@ async fn run(
     let mut skip_through = 0u64;
     let mut input_open = true;
     let mut deadline: Option<Instant> = None;
+    // Sums of stored batches not yet in the rollup.
+    let mut window = RollupWindow::default();
 
     let backlog = |current: &Batch, sealed: &VecDeque<Batch>, inflight_rows: usize| {
         current.rows.len() + sealed.iter().map(|b| b.rows.len()).sum::<usize>() + inflight_rows
@@ -565,12 +525,40 @@ async fn run(
 
     loop {
         if inflight.is_none() && retry_at.is_none_or(|t| Instant::now() >= t) {
-            if let Some(b) = sealed.pop_front() {
+            // Stopping (input closed and every batch stored) closes the window too.
+            let closing = !input_open && sealed.is_empty() && current.rows.is_empty();
+            let due =
+                closing || window.is_due(Instant::now(), cfg.rollup_interval, MAX_WINDOW_ROWS);
+            if verify {
+                // The reconciliation rolls up everything the rollup lacks from raw rows, these sums included.
+                window.clear();
+            }
+            let next = match sealed.pop_front() {
+                Some(b) => Some(b),
+                // A window to close with no batch to go before it.
+                None if due && !window.is_empty() => Some(Batch::default()),
+                None => None,
+            };
+            if let Some(b) = next {
                 retry_at = None;
                 inflight_rows = b.rows.len();
-                inflight = Some(attempt(client.clone(), cfg.clone(), b, verify, m.clone()));
+                let rollup = if due {
+                    std::mem::take(&mut window)
+                } else {
+                    RollupWindow::default()
+                };
+                inflight = Some(attempt(
+                    client.clone(),
+                    cfg.clone(),
+                    b,
+                    rollup,
+                    verify,
+                    m.clone(),
+                ));
             }
         }
+        m.rollup_rows_held
+            .store(window.rows() as u64, Ordering::Relaxed);
         let held = backlog(&current, &sealed, inflight_rows);
         m.backlog_rows.store(held as u64, Ordering::Relaxed);
         let full = held >= cfg.max_backlog_rows;
@@ -580,6 +568,7 @@ async fn run(
             && current.max_id == 0
             && sealed.is_empty()
             && inflight.is_none()
+            && window.is_empty()
         {
             return 0;
         }
@@ -591,7 +580,7 @@ async fn run(
             done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
                 inflight = None;
                 inflight_rows = 0;
-                let (batch, verified, outcome) = done;
+                let (batch, verified, outcome, rollup_unsent) = done;
                 if let Some(v) = verified {
                     m.advance(v);
                     if v > skip_through {
@@ -604,11 +593,17 @@ async fn run(
                 }
                 match outcome {
                     Outcome::Stored => {
+                        window.add(&batch.rows);
                         if !batch.rows.is_empty() {
                             m.rows_inserted.fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
                             m.batches_inserted.fetch_add(1, Ordering::Relaxed);
                         }
                         m.advance(batch.max_id);
+                        if spare.len() < 2 {
+                            let mut rows = batch.rows;
+                            rows.clear();
+                            spare.push(rows);
+                        }
                         m.last_ok_ms.store(now_ms(), Ordering::Relaxed);
                         m.failing_since_ms.store(0, Ordering::Relaxed);
                         verify = false;
@@ -645,12 +640,20 @@ async fn run(
                         }
                     }
                 }
+                if rollup_unsent {
+                    // Sums handed to an attempt whose raw insert failed are gone: the next attempt reconciles, which
+                    // rolls their ids up from the raw rows.
+                    verify = true;
+                }
             }
             _ = tokio::time::sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() && inflight.is_none() => {
                 retry_at = Some(Instant::now());
             }
+            _ = tokio::time::sleep_until(window.due_at(cfg.rollup_interval).unwrap_or(far)), if inflight.is_none() && retry_at.is_none() && !window.is_empty() => {
+                // The loop's top closes it.
+            }
             _ = tokio::time::sleep_until(seal_at.unwrap_or(far)), if seal_at.is_some() => {
-                sealed.push_back(std::mem::take(&mut current));
+                sealed.push_back(seal(&mut current, &mut spare));
                 opened_at = None;
             }
             got = rx.recv(), if input_open && !full => match got {
@@ -663,7 +666,7 @@ async fn run(
                     let day = a.received_at_ms.div_euclid(DAY_MS);
                     if current.day.is_some_and(|d| d != day) {
                         // One partition per insert keeps every insert atomic.
-                        sealed.push_back(std::mem::take(&mut current));
+                        sealed.push_back(seal(&mut current, &mut spare));
                         opened_at = None;
                     }
                     let (rows, refused) = rows_of(&a, &source);
@@ -676,14 +679,14 @@ async fn run(
                     current.day = Some(day);
                     opened_at.get_or_insert_with(Instant::now);
                     if current.rows.len() >= cfg.batch_rows {
-                        sealed.push_back(std::mem::take(&mut current));
+                        sealed.push_back(seal(&mut current, &mut spare));
                         opened_at = None;
                     }
                 }
                 None => {
                     input_open = false;
                     if current.max_id != 0 {
-                        sealed.push_back(std::mem::take(&mut current));
+                        sealed.push_back(seal(&mut current, &mut spare));
                     }
                     opened_at = None;
                 }
@@ -707,61 +710,6 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A batch's rollup rows are its raw rows summed per hour and group: ratings, buckets in order, the largest id.
-    #[test]
-    fn rollup_rows_sum_each_hour_and_group() {
-        let source: Arc<str> = "src".into();
-        let row = |time: u32, page: &str, bucket: u64, rating: u8, id: u64| RawRow {
-            time,
-            site: "s".into(),
-            page: page.into(),
-            host: "h".into(),
-            path: "/".into(),
-            device: 1,
-            release: "".into(),
-            nav: 0,
-            metric: 0,
-            value: 1.0,
-            rating,
-            bucket,
-            source: source.clone(),
-            beacon_id: id,
-        };
-        let h = 500_000 * 3600;
-        let rows = vec![
-            row(h + 5, "/a", 30, 0, 7),
-            row(h + 9, "/b", 10, 2, 8),
-            row(h + 3599, "/a", 20, 1, 9),
-            row(h + 10, "/a", 30, 0, 3),
-            row(h + 3600, "/a", 30, 0, 10),
-        ];
-        let mut got = rollup_rows(&rows);
-        got.sort_by(|a, b| (a.hour, &a.r_page).cmp(&(b.hour, &b.r_page)));
-        let summary: Vec<_> = got
-            .iter()
-            .map(|r| {
-                (
-                    r.hour - h,
-                    &*r.r_page,
-                    r.i_samples,
-                    [r.i_good, r.i_ni, r.i_poor],
-                    r.i_buckets.clone(),
-                    r.i_counts.clone(),
-                    r.i_max_id,
-                    &*r.r_source,
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                (0, "/a", 3, [2, 1, 0], vec![20, 30], vec![1, 2], 9, "src"),
-                (0, "/b", 1, [0, 0, 1], vec![10], vec![1], 8, "src"),
-                (3600, "/a", 1, [1, 0, 0], vec![30], vec![1], 10, "src"),
-            ]
-        );
-    }
 
     fn row(id: u64) -> RawRow {
         RawRow {

@@ -398,6 +398,151 @@ async fn replays_are_stored_exactly_once() {
     drop_db(&u.admin).await;
 }
 
+/// The rollup per group and hour as a string, from the rollup and from the raw rows: equal when the rollup holds
+/// exactly the raw rows (every group's count and histogram; nothing missing, nothing twice).
+async fn rollup_and_raw(store: &ClickHouseStore) -> (String, String) {
+    let db = &store.config().database;
+    let rollup = format!(
+        "SELECT toString(groupArray((h, p, d, rl, n, m, c, hh))) FROM (SELECT toUInt32(hour) AS h, r_page AS p, \
+         r_device AS d, r_release AS rl, r_nav AS n, r_metric AS m, toUInt64(countMerge(samples)) AS c, \
+         sumMapMerge(hist) AS hh FROM {db}.rollup_hourly WHERE r_site != '' \
+         GROUP BY h, p, d, rl, n, m ORDER BY h, p, d, rl, n, m)"
+    );
+    let raw = format!(
+        "SELECT toString(groupArray((h, p, d, rl, n, m, c, hh))) FROM (SELECT intDiv(toUInt32(time), 3600) * 3600 AS h, \
+         page AS p, device AS d, release AS rl, nav AS n, metric AS m, count() AS c, \
+         sumMap([bucket], [toUInt64(1)]) AS hh FROM {db}.samples_all \
+         GROUP BY h, p, d, rl, n, m ORDER BY h, p, d, rl, n, m)"
+    );
+    let get = |sql: String| async move {
+        store
+            .client()
+            .query(&sql)
+            .fetch_one::<String>()
+            .await
+            .unwrap()
+    };
+    (get(rollup).await, get(raw).await)
+}
+
+/// A running sink of `cfg` that was sent `bs`; the sender stays open.
+async fn sink_with(
+    cfg: &ClickHouseConfig,
+    bs: &[Accepted],
+) -> (mpsc::Sender<Accepted>, storage_clickhouse::SinkHandle) {
+    let store = ClickHouseStore::new(cfg.clone()).unwrap();
+    let (tx, rx) = mpsc::channel(256);
+    let sink = spawn_sink(&store, rx);
+    for a in bs {
+        tx.send(a.clone()).await.unwrap();
+    }
+    (tx, sink)
+}
+
+/// Waits until `f` holds, for at most `secs` seconds.
+async fn eventually(secs: u64, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f().await
+}
+
+/// The sink sums stored rows in memory and inserts the sums into the rollup when the hour turns (at once, whatever
+/// its interval), when its interval passes, and when it stops; a crash loses only those sums, which the next
+/// start rolls up from the raw rows, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollup_window_closes_when_the_hour_turns_or_its_interval_passes_and_a_crash_loses_nothing(
+) {
+    let Some(url) = server_url() else { return };
+    let u = migrated(&url, "rollupwindow").await;
+    let admin = ClickHouseStore::new(u.admin.clone()).unwrap();
+    let db = u.admin.database.clone();
+    let rolled =
+        format!("SELECT toUInt64(countMerge(samples)) FROM {db}.rollup_hourly WHERE r_site != ''");
+    let hour = (chrono::Utc::now().timestamp_millis() / HOUR_MS - 5) * HOUR_MS;
+    // Four sets: within one hour, the next hour, within that hour again, and after a crash.
+    let first = beacons(21, 600, 1, hour, HOUR_MS / 2);
+    let turn = beacons(22, 50, 10_001, hour + HOUR_MS, 1_000);
+    let late = beacons(23, 300, 20_001, hour + HOUR_MS + 60_000, 60_000);
+    let after = beacons(24, 300, 30_001, hour + HOUR_MS + 120_000, 60_000);
+
+    // Held: stored in raw rows, not yet in the rollup (a minute's interval, one hour).
+    let cfg = ClickHouseConfig {
+        rollup_interval: Duration::from_secs(60),
+        ..u.writer.clone()
+    };
+    let (tx, sink) = sink_with(&cfg, &first).await;
+    let monitor = sink.monitor();
+    let through = first.last().unwrap().id;
+    assert!(eventually(20, async || monitor.stored_through() == through).await);
+    assert_eq!(
+        count(&admin, &format!("SELECT count() FROM {db}.samples_all")).await,
+        samples(&first)
+    );
+    assert_eq!(count(&admin, &rolled).await, 0);
+    assert!(
+        monitor.health().rollup_rows_held > 0,
+        "{:?}",
+        monitor.health()
+    );
+    // The hour turns: everything held goes in, long before the interval.
+    for a in &turn {
+        tx.send(a.clone()).await.unwrap();
+    }
+    let want = samples(&first) + samples(&turn);
+    assert!(eventually(20, async || count(&admin, &rolled).await == want).await);
+    assert_eq!(monitor.health().rollup_rows_held, 0);
+    drop(tx);
+    sink.flush_and_stop(Duration::from_secs(30)).await.unwrap();
+
+    // Its interval passes (one second here), within one hour.
+    let short = ClickHouseConfig {
+        rollup_interval: Duration::from_secs(1),
+        ..cfg.clone()
+    };
+    let (tx, sink) = sink_with(&short, &late).await;
+    let want = want + samples(&late);
+    assert!(eventually(20, async || count(&admin, &rolled).await == want).await);
+    let (r, w) = rollup_and_raw(&admin).await;
+    assert_eq!(r, w);
+    drop(tx);
+    sink.flush_and_stop(Duration::from_secs(30)).await.unwrap();
+
+    // A crash: the runtime that runs the sink goes away with the sums held (a minute's interval, one hour).
+    let (held_cfg, held) = (cfg.clone(), after[..150].to_vec());
+    let crashed = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (tx, sink) = sink_with(&held_cfg, &held).await;
+            let monitor = sink.monitor();
+            let through = held.last().unwrap().id;
+            assert!(eventually(20, async || monitor.stored_through() == through).await);
+            assert!(monitor.health().rollup_rows_held > 0);
+            std::mem::forget((tx, sink));
+        });
+        drop(rt);
+    });
+    crashed.join().unwrap();
+    assert_eq!(count(&admin, &rolled).await, want);
+    // The restart replays the spool from the store's checkpoint: some of the crashed run's beacons again, and more.
+    let h = store_all(&cfg, &after[100..]).await;
+    assert_eq!(h.rollup_repairs, 1, "{h:?}");
+    assert_eq!(h.rows_inserted, samples(&after[150..]), "{h:?}");
+    let all = samples(&first) + samples(&turn) + samples(&late) + samples(&after);
+    assert_eq!(
+        count(&admin, &format!("SELECT count() FROM {db}.samples_all")).await,
+        all
+    );
+    assert_eq!(count(&admin, &rolled).await, all);
+    let (r, w) = rollup_and_raw(&admin).await;
+    assert_eq!(r, w);
+    drop_db(&u.admin).await;
+}
+
 /// The rollup rows go in a second insert after the raw rows. When it fails (here: the rollup input is gone), the
 /// retry's reconciliation finds the rollup behind the raw table and rolls the stored raw rows up itself, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -363,10 +363,10 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
             "{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("at schema version 3"), "{stdout}");
+        assert!(stdout.contains("at schema version 4"), "{stdout}");
     }
     let store = admin(&url, &db);
-    assert_eq!(store.applied_versions().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(store.applied_versions().await.unwrap(), vec![1, 2, 3, 4]);
 
     let out = collector(
         &["--clickhouse-user", "fv_writer", "config", "show"],
@@ -386,7 +386,9 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("clickhouse_batch_rows = 100000\nclickhouse_batch_max_age_ms = 1000\n"),
+        stdout.contains(
+            "clickhouse_batch_rows = 100000\nclickhouse_batch_max_age_ms = 1000\nclickhouse_rollup_interval_ms = 10000\n"
+        ),
         "{stdout}"
     );
     let out = collector(
@@ -395,6 +397,8 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
             "5000",
             "--clickhouse-batch-max-age-ms",
             "250",
+            "--clickhouse-rollup-interval-ms",
+            "2000",
             "config",
             "show",
         ],
@@ -402,8 +406,19 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("clickhouse_batch_rows = 5000\nclickhouse_batch_max_age_ms = 250\n"),
+        stdout.contains(
+            "clickhouse_batch_rows = 5000\nclickhouse_batch_max_age_ms = 250\nclickhouse_rollup_interval_ms = 2000\n"
+        ),
         "{stdout}"
+    );
+    // A rollup window over a minute is refused, with the reason.
+    let out = collector(&["--clickhouse-rollup-interval-ms", "60001", "migrate"], "");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("rollup interval must be above 0 and at most 60 s"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // Batches older than a second are refused, with the reason.
     let out = collector(&["--clickhouse-batch-max-age-ms", "1500", "migrate"], "");
