@@ -36,8 +36,13 @@ pub struct Plan {
     pub raw: Vec<(i64, i64)>,
 }
 
-/// Splits `[from, to)` into whole hours and edges.
-pub fn plan(from_ms: i64, to_ms: i64) -> Plan {
+/// An hour is read from the rollup once it ended this long ago; before that, from raw rows. The sink's rollup window
+/// holds the current hour's sums and closes about one batch (≤ 1 s) after the hour turns, so an hour still open, or
+/// only just closed, may lack rows in the rollup that the raw table already has.
+pub const ROLLUP_SETTLE_MS: i64 = 60_000;
+
+/// Splits `[from, to)` into whole hours that ended at least [`ROLLUP_SETTLE_MS`] before `now_ms`, and edges.
+pub fn plan(from_ms: i64, to_ms: i64, now_ms: i64) -> Plan {
     if from_ms >= to_ms {
         return Plan {
             rollup: None,
@@ -45,7 +50,9 @@ pub fn plan(from_ms: i64, to_ms: i64) -> Plan {
         };
     }
     let h0 = -(-from_ms).div_euclid(HOUR_MS) * HOUR_MS; // first hour boundary at or after from
-    let h1 = to_ms.div_euclid(HOUR_MS) * HOUR_MS; // last hour boundary at or before to
+                                                        // The last hour boundary at or before `to`, and at or before the end of the last settled hour.
+    let h1 = (to_ms.div_euclid(HOUR_MS) * HOUR_MS)
+        .min((now_ms - ROLLUP_SETTLE_MS).div_euclid(HOUR_MS) * HOUR_MS);
     if h0 >= h1 {
         return Plan {
             rollup: None,
@@ -177,7 +184,7 @@ pub fn rollup_query(
 
 /// The queries a histogram request runs, in order.
 pub fn queries(client: &Client, cfg: &ClickHouseConfig, q: &HistQuery) -> Vec<Query> {
-    let p = plan(q.from_ms, q.to_ms);
+    let p = plan(q.from_ms, q.to_ms, chrono::Utc::now().timestamp_millis());
     let mut out = Vec::new();
     if let Some((a, b)) = p.rollup {
         out.push(rollup_query(client, cfg, q, a, b));
@@ -236,8 +243,9 @@ mod tests {
     #[test]
     fn whole_hours_from_the_rollup_edges_from_raw_rows() {
         let h = 500_000 * HOUR_MS;
+        let later = h + 30 * HOUR_MS;
         assert_eq!(
-            plan(h - 5 * MINUTE_MS, h + 2 * HOUR_MS + MINUTE_MS),
+            plan(h - 5 * MINUTE_MS, h + 2 * HOUR_MS + MINUTE_MS, later),
             Plan {
                 rollup: Some((h, h + 2 * HOUR_MS)),
                 raw: vec![
@@ -247,21 +255,52 @@ mod tests {
             }
         );
         assert_eq!(
-            plan(h, h + HOUR_MS),
+            plan(h, h + HOUR_MS, later),
             Plan {
                 rollup: Some((h, h + HOUR_MS)),
                 raw: vec![]
             }
         );
         assert_eq!(
-            plan(h + MINUTE_MS, h + 2 * MINUTE_MS),
+            plan(h + MINUTE_MS, h + 2 * MINUTE_MS, later),
             Plan {
                 rollup: None,
                 raw: vec![(h + MINUTE_MS, h + 2 * MINUTE_MS)]
             }
         );
+        // The hour still open, and the one closed less than a minute ago, come from raw rows.
+        for now in [
+            h + HOUR_MS + 30 * MINUTE_MS,
+            h + 2 * HOUR_MS + ROLLUP_SETTLE_MS - 1,
+        ] {
+            assert_eq!(
+                plan(h - 5 * MINUTE_MS, h + 3 * HOUR_MS, now),
+                Plan {
+                    rollup: Some((h, h + HOUR_MS)),
+                    raw: vec![(h - 5 * MINUTE_MS, h), (h + HOUR_MS, h + 3 * HOUR_MS)]
+                }
+            );
+        }
         assert_eq!(
-            plan(h, h),
+            plan(
+                h - 5 * MINUTE_MS,
+                h + 3 * HOUR_MS,
+                h + 2 * HOUR_MS + ROLLUP_SETTLE_MS
+            ),
+            Plan {
+                rollup: Some((h, h + 2 * HOUR_MS)),
+                raw: vec![(h - 5 * MINUTE_MS, h), (h + 2 * HOUR_MS, h + 3 * HOUR_MS)]
+            }
+        );
+        assert_eq!(
+            plan(h, h + HOUR_MS, h + HOUR_MS + 1),
+            Plan {
+                rollup: None,
+                raw: vec![(h, h + HOUR_MS)]
+            }
+        );
+        assert_eq!(
+            plan(h, h, later),
             Plan {
                 rollup: None,
                 raw: vec![]
