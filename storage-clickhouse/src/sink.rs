@@ -516,8 +516,10 @@ async fn run(
     let mut skip_through = 0u64;
     let mut input_open = true;
     let mut deadline: Option<Instant> = None;
-    // Sums of stored batches not yet in the rollup.
+    // Sums of stored batches not yet in the rollup; and whether sums were dropped or lost since the last
+    // reconciliation (which rolls them up from raw rows).
     let mut window = RollupWindow::default();
+    let mut rollup_behind = false;
 
     let backlog = |current: &Batch, sealed: &VecDeque<Batch>, inflight_rows: usize| {
         current.rows.len() + sealed.iter().map(|b| b.rows.len()).sum::<usize>() + inflight_rows
@@ -529,14 +531,17 @@ async fn run(
             let closing = !input_open && sealed.is_empty() && current.rows.is_empty();
             let due =
                 closing || window.is_due(Instant::now(), cfg.rollup_interval, MAX_WINDOW_ROWS);
-            if verify {
+            if verify && !window.is_empty() {
                 // The reconciliation rolls up everything the rollup lacks from raw rows, these sums included.
                 window.clear();
+                rollup_behind = true;
             }
             let next = match sealed.pop_front() {
                 Some(b) => Some(b),
-                // A window to close with no batch to go before it.
-                None if due && !window.is_empty() => Some(Batch::default()),
+                // A window to close, or sums to roll up from raw rows, with no batch to go before them.
+                None if (verify && rollup_behind) || (due && !window.is_empty()) => {
+                    Some(Batch::default())
+                }
                 None => None,
             };
             if let Some(b) = next {
@@ -582,6 +587,7 @@ async fn run(
                 inflight_rows = 0;
                 let (batch, verified, outcome, rollup_unsent) = done;
                 if let Some(v) = verified {
+                    rollup_behind = false;
                     m.advance(v);
                     if v > skip_through {
                         skip_through = v;
@@ -644,6 +650,7 @@ async fn run(
                     // Sums handed to an attempt whose raw insert failed are gone: the next attempt reconciles, which
                     // rolls their ids up from the raw rows.
                     verify = true;
+                    rollup_behind = true;
                 }
             }
             _ = tokio::time::sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() && inflight.is_none() => {
