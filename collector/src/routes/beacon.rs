@@ -28,7 +28,6 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 use storage::Accepted;
 
@@ -210,14 +209,8 @@ fn check(
 async fn store(state: &AppState, mut accepted: Accepted, body: &[u8]) -> Result<(), IngestError> {
     let samples = accepted.beacon.metrics.len() as u64;
     accepted.id = state.intake.offer(&accepted).await?;
-    state
-        .metrics
-        .beacons_accepted
-        .fetch_add(1, Ordering::Relaxed);
-    state
-        .metrics
-        .samples_accepted
-        .fetch_add(samples, Ordering::Relaxed);
+    state.metrics.beacons_accepted.add(1);
+    state.metrics.samples_accepted.add(samples);
     // /v1/recent shows only what was accepted.
     state.recent.push(accepted, body);
     Ok(())

@@ -20,7 +20,7 @@
 //! | `fieldvitals_spool_bytes`, `fieldvitals_spool_segments`, `fieldvitals_spool_oldest_unstored_age_seconds` | gauge | – |
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 macro_rules! label_enum {
@@ -114,6 +114,49 @@ impl Route {
     }
 }
 
+/// Shards of a [`Counter`] (a power of two).
+const SHARDS: usize = 8;
+
+/// One shard, alone on its cache line (128 bytes: adjacent-line prefetch pairs lines on x86).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(AtomicU64);
+
+/// A counter bumped from many threads: one shard per thread slot, summed when read.
+///
+/// Why: every beacon bumps five counters (accepted, samples, requests by class, a latency bucket and the latency
+/// sum), and with one atomic each, the two connection threads took turns owning those cache lines, a transfer
+/// between cores on every increment. By hand at the maximum rate (2026-11-26, interleaved): with those increments
+/// left out, 2–14 % more beacons a second in three pairs; sharded, 73.4–75.5k against 71.5–75.2k beacons/s in
+/// four (+2 % on average).
+#[derive(Debug, Default)]
+pub struct Counter {
+    shards: [Shard; SHARDS],
+}
+
+thread_local! {
+    /// This thread's shard, given out in turn as threads first count.
+    static SLOT: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
+    };
+}
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        let i = SLOT.with(|s| *s);
+        self.shards[i].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The total.
+    pub fn get(&self) -> u64 {
+        self.shards
+            .iter()
+            .fold(0u64, |t, s| t.wrapping_add(s.0.load(Ordering::Relaxed)))
+    }
+}
+
 /// Upper bounds of latency histogram buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -122,8 +165,8 @@ const BUCKETS: [f64; 14] = [
 /// A fixed-bucket latency histogram.
 #[derive(Debug, Default)]
 pub struct Latency {
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
+    counts: [Counter; BUCKETS.len() + 1],
+    sum_micros: Counter,
 }
 
 impl Latency {
@@ -134,19 +177,18 @@ impl Latency {
             .iter()
             .position(|b| s <= *b)
             .unwrap_or(BUCKETS.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.counts[i].add(1);
+        self.sum_micros.add(d.as_micros() as u64);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
+            cumulative += self.counts[i].get();
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
         }
-        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        cumulative += self.counts[BUCKETS.len()].get();
         let _ = writeln!(
             out,
             "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
@@ -159,7 +201,7 @@ impl Latency {
         let _ = writeln!(
             out,
             "{name}_sum{braces} {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+            self.sum_micros.get() as f64 / 1e6
         );
         let _ = writeln!(out, "{name}_count{braces} {cumulative}");
     }
@@ -171,12 +213,12 @@ const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Beacons answered 204 and handed on.
-    pub beacons_accepted: AtomicU64,
+    pub beacons_accepted: Counter,
     /// Samples in those beacons.
-    pub samples_accepted: AtomicU64,
+    pub samples_accepted: Counter,
     rejected: [AtomicU64; Reject::COUNT],
     shed: [AtomicU64; Shed::COUNT],
-    requests: [[AtomicU64; 4]; Route::COUNT],
+    requests: [[Counter; 4]; Route::COUNT],
     request_latency: [Latency; Route::COUNT],
     /// Store flush latency.
     pub store_write: Latency,
@@ -226,7 +268,7 @@ impl Metrics {
     /// Records a finished request.
     pub fn request(&self, route: Route, status: u16, took: Duration) {
         let class = (status / 100).clamp(2, 5) as usize - 2;
-        self.requests[route.index()][class].fetch_add(1, Ordering::Relaxed);
+        self.requests[route.index()][class].add(1);
         self.request_latency[route.index()].observe(took);
     }
 
@@ -244,13 +286,13 @@ impl Metrics {
             &mut o,
             "fieldvitals_beacons_accepted_total",
             "Beacons accepted (204) and handed to the store.",
-            load(&self.beacons_accepted),
+            self.beacons_accepted.get(),
         );
         counter(
             &mut o,
             "fieldvitals_samples_accepted_total",
             "Metric samples in accepted beacons.",
-            load(&self.samples_accepted),
+            self.samples_accepted.get(),
         );
         let _ = writeln!(o, "# HELP fieldvitals_beacons_rejected_total Beacons refused, by reason.\n# TYPE fieldvitals_beacons_rejected_total counter");
         for r in Reject::ALL {
@@ -277,7 +319,7 @@ impl Metrics {
                     o,
                     "fieldvitals_http_requests_total{{route=\"{}\",class=\"{c}\"}} {}",
                     r.as_str(),
-                    load(&self.requests[r.index()][i])
+                    self.requests[r.index()][i].get()
                 );
             }
         }
@@ -378,5 +420,33 @@ mod tests {
         assert_eq!(Reject::ALL.len(), 7);
         assert_eq!(Shed::ALL.len(), 5);
         assert_eq!(Route::ALL.len(), 8);
+    }
+
+    /// A counter bumped from many threads (more than it has shards) reads as the exact total.
+    #[test]
+    fn a_sharded_counter_sums_what_every_thread_added() {
+        let c = std::sync::Arc::new(Counter::default());
+        let threads: Vec<_> = (0..2 * SHARDS as u64 + 3)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        c.add(t + 1);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let n = 2 * SHARDS as u64 + 3;
+        assert_eq!(c.get(), 1000 * n * (n + 1) / 2);
+        assert!(
+            c.shards
+                .iter()
+                .filter(|s| s.0.load(Ordering::Relaxed) > 0)
+                .count()
+                > 1
+        );
     }
 }
