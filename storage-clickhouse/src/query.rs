@@ -49,8 +49,9 @@ pub fn plan(from_ms: i64, to_ms: i64, now_ms: i64) -> Plan {
             raw: vec![],
         };
     }
-    let h0 = -(-from_ms).div_euclid(HOUR_MS) * HOUR_MS; // first hour boundary at or after from
-                                                        // The last hour boundary at or before `to`, and at or before the end of the last settled hour.
+    // The first hour boundary at or after `from`.
+    let h0 = -(-from_ms).div_euclid(HOUR_MS) * HOUR_MS;
+    // The last hour boundary at or before `to`, and at or before the end of the last settled hour.
     let h1 = (to_ms.div_euclid(HOUR_MS) * HOUR_MS)
         .min((now_ms - ROLLUP_SETTLE_MS).div_euclid(HOUR_MS) * HOUR_MS);
     if h0 >= h1 {

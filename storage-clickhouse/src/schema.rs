@@ -22,7 +22,7 @@ pub const RAW_V1: &str = "samples";
 pub const RAW_ALL: &str = "samples_all";
 /// The hourly rollup table (what rollup queries name).
 pub const ROLLUP: &str = "rollup_hourly";
-/// Where the sink writes its batches' rollup rows, already summed per hour and group: a `Null` table whose view turns
+/// Where the sink writes its rollup window's rows, already summed per hour and group: a `Null` table whose view turns
 /// them into the rollup's aggregate states.
 pub const ROLLUP_INPUT: &str = "rollup_input";
 /// The migrations record.
@@ -185,10 +185,10 @@ pub fn migrations(cfg: &ClickHouseConfig) -> Vec<Migration> {
     // v4: the sink sums its stored rows per hour and group over a window of batches and writes those rows itself,
     // into a Null table whose view only turns them into aggregate states; the raw rows go to a new table with no
     // view. Why: the v3 view grouped every raw row, ~7.5 of the server's ~10.5 µs of CPU per beacon at the maximum
-    // rate (measured by hand with the view dropped: 2.8–3.0 µs), and the rollup rows a window's sums make are
-    // far fewer than the raw rows. The raw insert and the rollup insert
-    // are two statements, so a failure between them is what the v2/v3 repair already handles: the sink compares the
-    // raw table's and the rollup's largest id and rolls the missing ids up from raw rows. `samples` keeps its
+    // rate (measured by hand with the view dropped: 2.8–3.0 µs), and the rollup rows a window's sums make are far
+    // fewer than the raw rows. The raw insert and the rollup insert are separate statements, so a failure between
+    // them, or a crash with a window held, is what the v2/v3 repair already handles: the sink compares the raw
+    // table's and the rollup's largest id and rolls the missing ids up from raw rows. `samples` keeps its
     // meaning (a count state built from each row's count), so older collectors read these rollups correctly; the
     // `Merge` table is recreated to take in the new raw table (it holds no data; while it is being recreated, a
     // read through it fails and is retried).

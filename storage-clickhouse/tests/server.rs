@@ -403,16 +403,16 @@ async fn replays_are_stored_exactly_once() {
 async fn rollup_and_raw(store: &ClickHouseStore) -> (String, String) {
     let db = &store.config().database;
     let rollup = format!(
-        "SELECT toString(groupArray((h, p, d, rl, n, m, c, hh))) FROM (SELECT toUInt32(hour) AS h, r_page AS p, \
-         r_device AS d, r_release AS rl, r_nav AS n, r_metric AS m, toUInt64(countMerge(samples)) AS c, \
-         sumMapMerge(hist) AS hh FROM {db}.rollup_hourly WHERE r_site != '' \
-         GROUP BY h, p, d, rl, n, m ORDER BY h, p, d, rl, n, m)"
+        "SELECT toString(groupArray((h, st, p, d, rl, n, m, c, hh))) FROM (SELECT toUInt32(hour) AS h, \
+         r_site AS st, r_page AS p, r_device AS d, r_release AS rl, r_nav AS n, r_metric AS m, \
+         toUInt64(countMerge(samples)) AS c, sumMapMerge(hist) AS hh FROM {db}.rollup_hourly WHERE r_site != '' \
+         GROUP BY h, st, p, d, rl, n, m ORDER BY h, st, p, d, rl, n, m)"
     );
     let raw = format!(
-        "SELECT toString(groupArray((h, p, d, rl, n, m, c, hh))) FROM (SELECT intDiv(toUInt32(time), 3600) * 3600 AS h, \
-         page AS p, device AS d, release AS rl, nav AS n, metric AS m, count() AS c, \
-         sumMap([bucket], [toUInt64(1)]) AS hh FROM {db}.samples_all \
-         GROUP BY h, p, d, rl, n, m ORDER BY h, p, d, rl, n, m)"
+        "SELECT toString(groupArray((h, st, p, d, rl, n, m, c, hh))) FROM (SELECT \
+         intDiv(toUInt32(time), 3600) * 3600 AS h, site AS st, page AS p, device AS d, release AS rl, nav AS n, \
+         metric AS m, count() AS c, sumMap([bucket], [toUInt64(1)]) AS hh FROM {db}.samples_all \
+         GROUP BY h, st, p, d, rl, n, m ORDER BY h, st, p, d, rl, n, m)"
     );
     let get = |sql: String| async move {
         store
