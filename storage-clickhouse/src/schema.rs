@@ -172,10 +172,7 @@ pub fn migrations(cfg: &ClickHouseConfig) -> Vec<Migration> {
     // inserted between the DROP and the CREATE). `samples_all` reads both raw tables.
     let mut v3 = vec![create_raw(&l, RAW_V3)];
     v3.extend(l.distributed(RAW_V3));
-    v3.push(format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{RAW_ALL}{oc} (\
-         {RAW_COLUMNS}) ENGINE = Merge('{db}', '^({RAW_V1}|{RAW_V3})$')",
-    ));
+    v3.push(create_raw_all(&l, &[RAW_V1, RAW_V3]));
     v3.push(format!(
         "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{RAW_V3}_rollup_mv{oc} TO {rollup} AS {select}",
         rollup = l.local(ROLLUP),
@@ -195,10 +192,7 @@ pub fn migrations(cfg: &ClickHouseConfig) -> Vec<Migration> {
     let mut v4 = vec![create_raw(&l, RAW)];
     v4.extend(l.distributed(RAW));
     v4.push(format!("DROP TABLE IF EXISTS {db}.{RAW_ALL}{oc}"));
-    v4.push(format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{RAW_ALL}{oc} (\
-         {RAW_COLUMNS}) ENGINE = Merge('{db}', '^({RAW_V1}|{RAW_V3}|{RAW})$')",
-    ));
+    v4.push(create_raw_all(&l, &[RAW_V1, RAW_V3, RAW]));
     v4.push(format!(
         "CREATE TABLE IF NOT EXISTS {input}{oc} ({ROLLUP_INPUT_COLUMNS}) ENGINE = Null",
         input = l.local(ROLLUP_INPUT),
@@ -248,6 +242,16 @@ fn create_raw(l: &Layout, name: &str) -> String {
         raw = l.local(name),
         oc = l.on_cluster(),
         engine = l.engine("MergeTree", name),
+    )
+}
+
+/// `samples_all`: a `Merge` table reading the given raw tables as one.
+fn create_raw_all(l: &Layout, tables: &[&str]) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{RAW_ALL}{oc} ({RAW_COLUMNS}) ENGINE = Merge('{db}', '^({})$')",
+        tables.join("|"),
+        db = l.db,
+        oc = l.on_cluster(),
     )
 }
 

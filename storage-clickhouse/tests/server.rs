@@ -543,8 +543,9 @@ async fn the_rollup_window_closes_when_the_hour_turns_or_its_interval_passes_and
     drop_db(&u.admin).await;
 }
 
-/// The rollup rows go in a second insert after the raw rows. When it fails (here: the rollup input is gone), the
-/// retry's reconciliation finds the rollup behind the raw table and rolls the stored raw rows up itself, once.
+/// The rollup rows go in their own insert, after the raw rows they sum. When it fails (here: the rollup input is
+/// gone), the retry's reconciliation finds the rollup behind the raw table and rolls the stored raw rows up itself,
+/// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_rollup_insert_is_rolled_up_from_the_raw_rows() {
     let Some(url) = server_url() else { return };
