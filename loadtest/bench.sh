@@ -14,7 +14,14 @@
 #   WARMUP            seconds at the start of each open-loop run sent and counted but not timed (default 1): the
 #                     first tenth of a second of a run queues beacons behind the generator's own start-up, at the
 #                     sink as at the collector
-#   CONNECTIONS       keep-alive connections (default 64); LOADTEST_THREADS (default 1)
+#   CONNECTIONS       keep-alive connections (default 64); LOADTEST_THREADS (default 1): the load generator's
+#                     threads where a run does not say otherwise
+#   MAX_THREADS       load-generator thread counts each closed-loop maximum run is made with (default "1 2"); a
+#                     server's maximum is its best of them. The generator shares the two cores with the server, and
+#                     which count saturates a server depends on the server (the one-thread sink and a one-thread
+#                     generator fill both cores; the collector's two connection threads and a one-thread generator
+#                     left 14 % of the CPU idle, with 2 threads 6 %). The sink runs with the generator's count.
+#                     The latency runs use the count of (2)'s median pair
 #   PAIRS             sink/server pairs run back to back for the (2)/(1) and (3)/(1) ratios (default 3): each
 #                     pair's ratio is printed and the median pair is reported (a shared machine drifts by tens of
 #                     percent within minutes, so a ratio of runs minutes apart says little)
@@ -33,6 +40,7 @@ RSS_SECONDS="${RSS_SECONDS:-300}"
 CONNECTIONS="${CONNECTIONS:-64}"
 PAIRS="${PAIRS:-3}"
 LOADTEST_THREADS="${LOADTEST_THREADS:-1}"
+MAX_THREADS="${MAX_THREADS:-1 2}"
 QUERY_SAMPLES="${QUERY_SAMPLES:-10000000}"
 SINK_PORT=18099
 COLLECTOR_PORT=18080
@@ -52,7 +60,8 @@ if [ -z "${COLLECTOR_BIN:-}" ] || [ -z "${LOADTEST_BIN:-}" ]; then
   COLLECTOR_BIN="${COLLECTOR_BIN:-$TARGET/release/collector}"
   LOADTEST_BIN="${LOADTEST_BIN:-$TARGET/release/loadtest}"
 fi
-LT=("$LOADTEST_BIN" --threads "$LOADTEST_THREADS")
+# The load generator (and the sink, which is the same binary) with RUN_THREADS threads, LOADTEST_THREADS if unset.
+lt() { "$LOADTEST_BIN" --threads "${RUN_THREADS:-$LOADTEST_THREADS}" "$@"; }
 
 note "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 note "collector: $COLLECTOR_BIN"
@@ -157,7 +166,7 @@ lt_run() {
   [ -n "${SERVER_PID:-}" ] && cpu_ticks "$SERVER_PID" >"$OUT/$name.cpu-before"
   local stat_before
   stat_before=$(grep '^cpu ' /proc/stat)
-  "${LT[@]}" run --no-progress --format json "$@" >"$OUT/$name.json" || {
+  lt run --no-progress --format json "$@" >"$OUT/$name.json" || {
     local rc=$?
     note "$name: loadtest exited $rc"
     [ "$rc" = 2 ] || return "$rc"
@@ -219,7 +228,7 @@ start_ch_collector() {
 
 # One closed-loop run of the sink: $1 run name.
 sink_max_run() {
-  "${LT[@]}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
+  "$LOADTEST_BIN" --threads "${RUN_THREADS:-$LOADTEST_THREADS}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
   SPID=$!
   PIDS+=("$SPID")
   wait_tcp "$SINK_PORT"
@@ -227,14 +236,36 @@ sink_max_run() {
   stop_pid "$SPID"
 }
 
+# The best of a pair's runs at each of MAX_THREADS: copies "$1-t<n>.json" with the highest rate to "$1.json" and
+# prints n.
+best_of_threads() {
+  python3 - "$OUT" "$1" $MAX_THREADS <<'PY'
+import json, shutil, sys
+out, name, counts = sys.argv[1], sys.argv[2], sys.argv[3:]
+rate = lambda t: json.load(open(f"{out}/{name}-t{t}.json"))["run"]["accepted_rate"]
+best = max(counts, key=rate)
+shutil.copy(f"{out}/{name}-t{best}.json", f"{out}/{name}.json")
+print(best)
+PY
+}
+
+# For comparison with runs before MAX_THREADS: the median pair's ratio with each thread count on both sides.
+same_threads_ratios() { # $1 sink runs, $2 server runs, $3 the server's label
+  local t r
+  for t in $MAX_THREADS; do
+    read -r r _ _ < <(median_pair "$1" "$2" "-t$t")
+    note "ratio $3/(1) with $t generator thread(s) on both sides, median of $PAIRS pairs: $r"
+  done
+}
+
 # The pair whose ratio is the median of PAIRS pairs "<sink run> <server run>": prints "ratio sink-run server-run";
-# the runs' names are $1-$i and $2-$i.
+# the runs' names are $1-$i$3 and $2-$i$3.
 median_pair() {
-  python3 - "$OUT" "$PAIRS" "$1" "$2" <<'PY'
+  python3 - "$OUT" "$PAIRS" "$1" "$2" "${3:-}" <<'PY'
 import json, sys
-out, n, a, b = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+out, n, a, b, sfx = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 rate = lambda name: json.load(open(f"{out}/{name}.json"))["run"]["accepted_rate"]
-pairs = sorted((rate(f"{b}-{i}") / rate(f"{a}-{i}"), f"{a}-{i}", f"{b}-{i}") for i in range(1, n + 1))
+pairs = sorted((rate(f"{b}-{i}{sfx}") / rate(f"{a}-{i}{sfx}"), f"{a}-{i}{sfx}", f"{b}-{i}{sfx}") for i in range(1, n + 1))
 r, x, y = pairs[(len(pairs) - 1) // 2]
 print(f"{r:.3f} {x} {y}")
 PY
@@ -251,25 +282,34 @@ for step in $STEPS; do
   case "$step" in
   ingest)
     # (1) and (2) alternate, PAIRS times, each pair back to back; the median pair gives the ratio.
+    # Each side at each of MAX_THREADS; a side's best is its maximum.
     for i in $(seq 1 "$PAIRS"); do
-      say "(1) the limit: axum sink, read body, 204 (pair $i of $PAIRS)"
-      sink_max_run "sink-max-$i"
-      say "(2) fieldvitals, embedded store + spool, full path (pair $i of $PAIRS)"
-      rm -rf "$OUT/data-ingest"
-      start_collector "$OUT/data-ingest"
-      SERVER_PID=$CPID lt_run "collector-max-$i" --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix max
-      stop_pid "$CPID"
-      note "pair $i: (2)/(1) = $(python3 -c "print(round($(rate_of "collector-max-$i")/$(rate_of "sink-max-$i"), 3))")"
+      for t in $MAX_THREADS; do
+        say "(1) the limit: axum sink, read body, 204 (pair $i of $PAIRS, $t-thread sink and generator)"
+        RUN_THREADS=$t sink_max_run "sink-max-$i-t$t"
+        say "(2) fieldvitals, embedded store + spool, full path (pair $i of $PAIRS, $t-thread generator)"
+        rm -rf "$OUT/data-ingest"
+        start_collector "$OUT/data-ingest"
+        RUN_THREADS=$t SERVER_PID=$CPID lt_run "collector-max-$i-t$t" --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix max
+        stop_pid "$CPID"
+        note "pair $i, $t thread(s): (2)/(1) = $(python3 -c "print(round($(rate_of "collector-max-$i-t$t")/$(rate_of "sink-max-$i-t$t"), 3))")"
+      done
+      st=$(best_of_threads "sink-max-$i")
+      ct=$(best_of_threads "collector-max-$i")
+      note "pair $i, each at its best ((1) $st thread(s), (2) $ct): (2)/(1) = $(python3 -c "print(round($(rate_of "collector-max-$i")/$(rate_of "sink-max-$i"), 3))")"
     done
     read -r RATIO2 SINK_RUN COLL_RUN < <(median_pair sink-max collector-max)
     cp "$OUT/$SINK_RUN.json" "$OUT/sink-max.json"
     cp "$OUT/$COLL_RUN.json" "$OUT/collector-max.json"
     SINK_MAX=$(rate_of sink-max)
     COLL_MAX=$(rate_of collector-max)
-    note "ratio (2)/(1) max beacons/s, median of $PAIRS pairs ($COLL_RUN / $SINK_RUN): $RATIO2"
+    # The generator's thread count that gave the median pair's (2): the latency, verify and RSS runs use it.
+    COLL_THREADS=$(best_of_threads "$COLL_RUN")
+    note "ratio (2)/(1) max beacons/s, each at its best of $MAX_THREADS generator threads, median of $PAIRS pairs ($COLL_RUN / $SINK_RUN): $RATIO2"
+    same_threads_ratios sink-max collector-max "(2)"
 
     say "(1) and (2): wrk cross-check, latency at lower rates, verify"
-    "${LT[@]}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
+    "$LOADTEST_BIN" --threads "${RUN_THREADS:-$LOADTEST_THREADS}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
     SPID=$!
     PIDS+=("$SPID")
     wait_tcp "$SINK_PORT"
@@ -278,6 +318,8 @@ for step in $STEPS; do
     rm -rf "$OUT/data-ingest"
     start_collector "$OUT/data-ingest"
     HALF=$(python3 -c "print(int($COLL_MAX/2))")
+    # From here on, the generator (and the sink at (2)'s half rate) runs with the count of (2)'s median pair.
+    RUN_THREADS=$COLL_THREADS
     SERVER_PID=$CPID lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" --site-prefix half --verify \
       --slow-log "$OUT/collector-half.slow" --slow-ms 2
     slow_summary collector-half
@@ -291,7 +333,7 @@ for step in $STEPS; do
     # The latency floor of this machine and load generator at the same open-loop rate: what (2)'s p99 at half
     # rate is to be read against.
     say "(1) again, open loop at (2)'s half rate"
-    "${LT[@]}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
+    "$LOADTEST_BIN" --threads "${RUN_THREADS:-$LOADTEST_THREADS}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
     SPID=$!
     PIDS+=("$SPID")
     sleep 0.5
@@ -302,8 +344,9 @@ for step in $STEPS; do
     # And below any server: a bare TCP echo between threads at the same rate (no HTTP, no runtime).
     say "the machine's floor: a bare loopback echo at (2)'s half rate"
     STAT0=$(grep '^cpu ' /proc/stat)
-    "${LT[@]}" floor --rate "$HALF" --duration "$DURATION" --format json >"$OUT/floor-at-collector-half.json"
+    lt floor --rate "$HALF" --duration "$DURATION" --format json >"$OUT/floor-at-collector-half.json"
     note "floor-at-collector-half: $(python3 -c "import json,sys; l=json.load(open(sys.argv[1]))['latency_ms']; print(f\"p50 {l['p50']:.3f} p90 {l['p90']:.3f} p99 {l['p99']:.3f} p99.9 {l['p999']:.3f} max {l['max']:.3f} ms\")" "$OUT/floor-at-collector-half.json"); $(steal_share "$STAT0")"
+    unset RUN_THREADS
     ;;
   clickhouse-collector)
     if [ -z "${CH_COLLECTOR_BIN:-}" ]; then
@@ -314,29 +357,36 @@ for step in $STEPS; do
     SAVED="$COLLECTOR_BIN"
     COLLECTOR_BIN="$CH_COLLECTOR_BIN"
     for i in $(seq 1 "$PAIRS"); do
-      say "(1) the limit again, before (3) (pair $i of $PAIRS)"
-      sink_max_run "sink-ch-$i"
-      say "(3) fieldvitals with ClickHouse (pair $i of $PAIRS)"
-      start_ch_collector
-      CH_BEFORE=$(ch_ticks)
-      SERVER_PID=$CPID lt_run "ch-collector-max-$i" --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chmax
-      CH_RUN_END=$(ch_ticks)
-      stop_pid "$CPID"
-      # The server goes on merging the parts the run wrote: its CPU 5 s later counts too.
-      sleep 5
-      note "ch-collector-max-$i: ClickHouse server CPU per accepted beacon: $(python3 -c "
-n = $(json_field "$OUT/ch-collector-max-$i.json" '["run"]["accepted"]'); hz = $(getconf CLK_TCK)
+      for t in $MAX_THREADS; do
+        say "(1) the limit again, before (3) (pair $i of $PAIRS, $t-thread sink and generator)"
+        RUN_THREADS=$t sink_max_run "sink-ch-$i-t$t"
+        say "(3) fieldvitals with ClickHouse (pair $i of $PAIRS, $t-thread generator)"
+        start_ch_collector
+        CH_BEFORE=$(ch_ticks)
+        RUN_THREADS=$t SERVER_PID=$CPID lt_run "ch-collector-max-$i-t$t" --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$DURATION" --connections "$CONNECTIONS" --site-prefix chmax
+        CH_RUN_END=$(ch_ticks)
+        stop_pid "$CPID"
+        # The server goes on merging the parts the run wrote: its CPU 5 s later counts too.
+        sleep 5
+        note "ch-collector-max-$i-t$t: ClickHouse server CPU per accepted beacon: $(python3 -c "
+n = $(json_field "$OUT/ch-collector-max-$i-t$t.json" '["run"]["accepted"]'); hz = $(getconf CLK_TCK)
 print(f'{($CH_RUN_END - $CH_BEFORE) * 1e6 / hz / n:.0f} µs during the run, {($(ch_ticks) - $CH_BEFORE) * 1e6 / hz / n:.0f} µs with the next 5 s')")"
-      note "pair $i: (3)/(1) = $(python3 -c "print(round($(rate_of "ch-collector-max-$i")/$(rate_of "sink-ch-$i"), 3))")"
+        note "pair $i, $t thread(s): (3)/(1) = $(python3 -c "print(round($(rate_of "ch-collector-max-$i-t$t")/$(rate_of "sink-ch-$i-t$t"), 3))")"
+      done
+      st=$(best_of_threads "sink-ch-$i")
+      ct=$(best_of_threads "ch-collector-max-$i")
+      note "pair $i, each at its best ((1) $st thread(s), (3) $ct): (3)/(1) = $(python3 -c "print(round($(rate_of "ch-collector-max-$i")/$(rate_of "sink-ch-$i"), 3))")"
     done
     read -r RATIO3 SINK_RUN CH_RUN < <(median_pair sink-ch ch-collector-max)
     cp "$OUT/$CH_RUN.json" "$OUT/ch-collector-max.json"
     CH_MAX=$(rate_of ch-collector-max)
-    note "ratio (3)/(1) max beacons/s, median of $PAIRS pairs ($CH_RUN / $SINK_RUN): $RATIO3"
+    CH_THREADS=$(best_of_threads "$CH_RUN")
+    note "ratio (3)/(1) max beacons/s, each at its best of $MAX_THREADS generator threads, median of $PAIRS pairs ($CH_RUN / $SINK_RUN): $RATIO3"
+    same_threads_ratios sink-ch ch-collector-max "(3)"
     say "(3) at half its rate, with verify and freshness"
     start_ch_collector
     COLLECTOR_BIN="$SAVED"
-    lt_run ch-collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($CH_MAX/2))")" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" --site-prefix chhalf --verify
+    RUN_THREADS=$CH_THREADS lt_run ch-collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$(python3 -c "print(int($CH_MAX/2))")" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" --site-prefix chhalf --verify
     stop_pid "$CPID"
     ;;
   direct)
@@ -386,7 +436,7 @@ print(f'{($CH_RUN_END - $CH_BEFORE) * 1e6 / hz / n:.0f} µs during the run, {($(
     start_collector "$OUT/data-rss"
     sample_rss "$CPID" "$OUT/rss.txt" &
     SAMPLER=$!
-    lt_run rss --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$RSS_SECONDS" --connections "$CONNECTIONS" --pages 100000 --site-prefix rss --pool 1000000
+    RUN_THREADS=${COLL_THREADS:-$LOADTEST_THREADS} lt_run rss --target "http://127.0.0.1:$COLLECTOR_PORT" --duration "$RSS_SECONDS" --connections "$CONNECTIONS" --pages 100000 --site-prefix rss --pool 1000000
     kill "$SAMPLER" 2>/dev/null || true
     note "distinct pages stored: $(curl -fsS "http://127.0.0.1:$COLLECTOR_PORT/v1/p75?site=rss-shop&metric=FCP&by=page&limit=100000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["rows"]))') (rss-shop only)"
     note "RSS KiB during the run: max $(awk 'BEGIN{m=0}{if($2>m)m=$2}END{print m}' "$OUT/rss.txt"), first $(head -1 "$OUT/rss.txt" | cut -d' ' -f2), last $(tail -1 "$OUT/rss.txt" | cut -d' ' -f2), samples $(wc -l <"$OUT/rss.txt")"
