@@ -226,12 +226,17 @@ start_ch_collector() {
   start_collector "$OUT/data-ch" --clickhouse-url "$CH_URL" --clickhouse-database fv_bench
 }
 
-# One closed-loop run of the sink: $1 run name.
-sink_max_run() {
+# Starts the sink (RUN_THREADS threads, LOADTEST_THREADS if unset) and waits until it listens; sets SPID.
+start_sink() {
   "$LOADTEST_BIN" --threads "${RUN_THREADS:-$LOADTEST_THREADS}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
   SPID=$!
   PIDS+=("$SPID")
   wait_tcp "$SINK_PORT"
+}
+
+# One closed-loop run of the sink: $1 run name.
+sink_max_run() {
+  start_sink
   SERVER_PID=$SPID lt_run "$1" --target "http://127.0.0.1:$SINK_PORT" --duration "$DURATION" --connections "$CONNECTIONS"
   stop_pid "$SPID"
 }
@@ -309,10 +314,7 @@ for step in $STEPS; do
     same_threads_ratios sink-max collector-max "(2)"
 
     say "(1) and (2): wrk cross-check, latency at lower rates, verify"
-    "$LOADTEST_BIN" --threads "${RUN_THREADS:-$LOADTEST_THREADS}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
-    SPID=$!
-    PIDS+=("$SPID")
-    wait_tcp "$SINK_PORT"
+    start_sink
     wrk_run sink-wrk "http://127.0.0.1:$SINK_PORT/v1/beacon"
     stop_pid "$SPID"
     rm -rf "$OUT/data-ingest"
@@ -333,10 +335,7 @@ for step in $STEPS; do
     # The latency floor of this machine and load generator at the same open-loop rate: what (2)'s p99 at half
     # rate is to be read against.
     say "(1) again, open loop at (2)'s half rate"
-    "$LOADTEST_BIN" --threads "${RUN_THREADS:-$LOADTEST_THREADS}" bench-sink --listen "127.0.0.1:$SINK_PORT" >"$OUT/sink.log" 2>&1 &
-    SPID=$!
-    PIDS+=("$SPID")
-    sleep 0.5
+    start_sink
     SERVER_PID=$SPID lt_run sink-at-collector-half --target "http://127.0.0.1:$SINK_PORT" --rate "$HALF" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" \
       --slow-log "$OUT/sink-at-collector-half.slow" --slow-ms 2
     slow_summary sink-at-collector-half
