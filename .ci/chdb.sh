@@ -40,40 +40,45 @@ for i_stmt, sql in enumerate(statements):
         # Sample rows (beacon ids above the generated repair range 10..20, so the repair is a no-op here):
         # every 5 minutes from 20 minutes before the window to 20 minutes after it, CLS (metric 2), the filters'
         # page/device/release/nav on every other row.
-        rows = []
+        rows, beacon_rows = [], []
         t, i = H - 20 * 60, 0
         while t < H + 3 * 3600 + 20 * 60:
             odd = i % 2 == 1
-            rows.append(
-                f"({t}, '{site}', '{page if odd else '/'}', 'h', '/p', 0, '', {3 if odd else 0}, 2, 0.05, 0, 500, 'default', {100 + i})"
-            )
+            common = f"{t}, '{site}', '{page if odd else '/'}', 'h', '/p', 0, '', {3 if odd else 0}"
+            rows.append(f"({common}, 2, 0.05, 0, 500, 'default', {100 + i})")
+            # The same beacon as a v5 row, with an LCP sample besides (which CLS queries must not see).
+            beacon_rows.append(f"({common}, 'default', {100 + i}, [2, 0], [0.05, 1000.0], [0, 0], [500, 77])")
             if H - 7 * 60 <= t < H + 3 * 3600 + 2 * 60:
                 expected_in_window += 1
             t += 300
             i += 1
         # The first rows as a collector before schema v3 inserted them (into `samples`, rolled up by the v2 view with
-        # marker rows), the next as a v3 collector did (into `raw_samples`, rolled up by its view), the rest as this
-        # version does (into `raw_samples_v4`, and their sums per hour and group into `rollup_input`, whose view makes
-        # the states): all three must add up to one rollup.
-        cut = len(rows) // 3
-        cut2 = 2 * len(rows) // 3
+        # marker rows), the next as a v3 collector did (into `raw_samples`, rolled up by its view), the next as a v4
+        # collector did (into `raw_samples_v4`, and their sums per hour and group into `rollup_input`, whose view
+        # makes the states), the rest as this version does (one row per beacon into `raw_beacons_v5`, sums as v4):
+        # all four must add up to one rollup.
+        q = len(rows) // 4
+        cut, cut2, cut3 = q, 2 * q, 3 * q
         run("INSERT INTO fv_chdb.samples VALUES " + ", ".join(rows[:cut]))
         run("INSERT INTO fv_chdb.raw_samples VALUES " + ", ".join(rows[cut:cut2]))
-        run("INSERT INTO fv_chdb.raw_samples_v4 VALUES " + ", ".join(rows[cut2:]))
+        run("INSERT INTO fv_chdb.raw_samples_v4 VALUES " + ", ".join(rows[cut2:cut3]))
+        run("INSERT INTO fv_chdb.raw_beacons_v5 VALUES " + ", ".join(beacon_rows[cut3:]))
         groups = {}
         t, i = H - 20 * 60, 0
         while t < H + 3 * 3600 + 20 * 60:
-            if i >= cut2:
-                odd = i % 2 == 1
-                key = (t // 3600 * 3600, page if odd else '/', 3 if odd else 0)
-                n, top = groups.get(key, (0, 0))
-                groups[key] = (n + 1, max(top, 100 + i))
+            odd = i % 2 == 1
+            for metric, bucket in [(2, 500), (0, 77)]:
+                if i >= cut2 and (metric == 2 or i >= cut3):
+                    key = (t // 3600 * 3600, page if odd else '/', 3 if odd else 0, metric, bucket)
+                    n, top = groups.get(key, (0, 0))
+                    groups[key] = (n + 1, max(top, 100 + i))
             t += 300
             i += 1
         run("INSERT INTO fv_chdb.rollup_input VALUES " + ", ".join(
-            f"({h}, '{site}', 2, '{p}', 0, '', {nav}, 'default', {n}, {n}, 0, 0, [500], [{n}], {top})"
-            for (h, p, nav), (n, top) in groups.items()
+            f"({h}, '{site}', {metric}, '{p}', 0, '', {nav}, 'default', {n}, {n}, 0, 0, [{bucket}], [{n}], {top})"
+            for (h, p, nav, metric, bucket), (n, top) in groups.items()
         ))
+        extra_lcp = len(rows) - cut3
         inserted = len(rows)
     out = run(sql)
     print(f"ok  {sql[:110]}{'...' if len(sql) > 110 else ''}")
@@ -83,15 +88,17 @@ def scalar(sql):
 
 # What the view rolled up equals the raw rows, and the marker holds the largest id.
 raw_n = scalar("SELECT count() FROM fv_chdb.samples_all")
+raw_cls = scalar("SELECT count() FROM fv_chdb.samples_all WHERE metric = 2")
 rolled = scalar("SELECT toUInt64(countMerge(samples)) FROM fv_chdb.rollup_hourly WHERE r_site != ''")
 marker = scalar("SELECT toUInt64(maxMerge(max_id)) FROM fv_chdb.rollup_hourly WHERE r_source = 'default'")
 v2_marker = scalar("SELECT toUInt64(maxMerge(max_id)) FROM fv_chdb.rollup_hourly WHERE r_site = '' AND r_source = 'default'")
-assert raw_n == inserted and rolled == inserted, (raw_n, rolled, inserted)
+assert raw_cls == inserted, (raw_cls, inserted)
+assert raw_n == inserted + extra_lcp and rolled == raw_n, (raw_n, rolled, inserted, extra_lcp)
 assert marker == 100 + inserted - 1, marker
 assert v2_marker == 100 + cut - 1, v2_marker
 # The unfiltered rollup query plus the unfiltered raw-edge query cover the window exactly.
 ungrouped = [q for q in statements if q.startswith("SELECT '' AS g_page") and "page = " not in q]
 total = sum(int(line.split("\t")[4]) for q in ungrouped for line in run(q).splitlines())
 assert total == expected_in_window, (total, expected_in_window)
-print(f"chdb check passed: {len(statements)} statements; rollup == raw ({inserted} rows); window total {total}")
+print(f"chdb check passed: {len(statements)} statements; rollup == raw ({raw_n} samples); window total {total}")
 PY

@@ -83,8 +83,8 @@ pub struct ClickHouseArgs {
         default_value_t = 400
     )]
     pub rollup_retention_days: u32,
-    /// Rows per ClickHouse insert at most, up to 500,000 (one block, so that an insert is atomic); a batch is also
-    /// sent when its oldest row is --clickhouse-batch-max-age-ms old.
+    /// Samples per ClickHouse insert at most (one row per beacon holds them), up to 500,000 (one block, so that an
+    /// insert is atomic); a batch is also sent when its oldest row is --clickhouse-batch-max-age-ms old.
     #[arg(
         long = "clickhouse-batch-rows",
         env = "FIELDVITALS_CLICKHOUSE_BATCH_ROWS",

@@ -59,11 +59,11 @@ pub struct ClickHouseConfig {
     pub raw_retention_days: u32,
     /// Whole days of hourly rollups kept; 0 keeps them forever.
     pub rollup_retention_days: u32,
-    /// A batch is sent when it has this many rows…
+    /// A batch is sent when its rows (one per beacon) hold this many samples…
     pub batch_rows: usize,
     /// …or when its oldest row has waited this long (at most one second).
     pub batch_max_age: Duration,
-    /// Rows held in memory (current plus sealed batches) before the sink stops reading its input channel.
+    /// Samples held in memory (current plus sealed batches) before the sink stops reading its input channel.
     pub max_backlog_rows: usize,
     /// Longest time stored rows are summed in memory before their sums go to the hourly rollup (the sums of a
     /// closed hour go at once: queries read the current hour from raw rows).

@@ -2,13 +2,14 @@
 //! one machine.
 //!
 //! Data path: the collector hands [`storage::Accepted`] beacons (id = its spool's sequence number) to the
-//! [`sink`] through a bounded channel. The sink turns every sample into one raw row (with the `vitals`
-//! histogram bucket of its value), batches rows by count and by age (≤ 1 s), and inserts each batch as RowBinary
-//! over HTTP with the official `clickhouse` crate into `raw_samples_v4`; the stored rows are summed per hour and group
+//! [`sink`] through a bounded channel. The sink turns every beacon into one raw row (its samples as parallel arrays,
+//! each with the `vitals` histogram bucket of its value), batches rows by samples and by age (≤ 1 s), and inserts
+//! each batch as RowBinary over HTTP with the official `clickhouse` crate into `raw_beacons_v5`; the stored rows are
+//! summed per hour and group
 //! across batches ([`rollup_window`], closed when the hour turns or after ≤ 10 s) and those sums inserted into
 //! `rollup_input`, whose materialized view turns them into the hourly rollup's states (`sumMap` of (bucket, count) plus rating counts, one row per source and group, whose
-//! largest beacon id is the source's marker). Reads go through `samples_all`, which also holds the raw rows of
-//! collectors of earlier schema versions ([`schema`]). Failed inserts are retried with exponential backoff
+//! largest beacon id is the source's marker). Reads go through `samples_all`, one row per sample, which also holds
+//! the raw rows of collectors of earlier schema versions ([`schema`]). Failed inserts are retried with exponential backoff
 //! (the sink stops reading its channel meanwhile, so backpressure reaches the caller); rows ClickHouse refuses as
 //! data are dropped and counted. The sink publishes `stored_through()`, the id up to which everything is stored,
 //! from which the spool checkpoints; replays after a crash are deduplicated by reading the largest stored id of
@@ -296,15 +297,20 @@ fn migrations_exist_query(client: &Client, cfg: &ClickHouseConfig) -> clickhouse
         .bind(schema::MIGRATIONS)
 }
 
-/// The largest beacon id stored for this collector's source, over both raw tables (start-up and reconciliation).
+/// The largest beacon id stored for this collector's source, over every raw table (start-up and reconciliation).
 pub(crate) fn max_id_query(client: &Client, cfg: &ClickHouseConfig) -> clickhouse::query::Query {
-    client
-        .query(&format!(
-            "SELECT toUInt64(max(beacon_id)) FROM {}.{} WHERE source = ?",
-            cfg.database,
-            schema::RAW_ALL
-        ))
-        .bind(cfg.source.as_str())
+    read_raw(client.query(&format!(
+        "SELECT toUInt64(max(beacon_id)) FROM {}.{} WHERE source = ?",
+        cfg.database,
+        schema::RAW_ALL
+    )))
+    .bind(cfg.source.as_str())
+}
+
+/// A query reading [`schema::RAW_ALL`]: with the filter pushed into its views (`samples_v5`), which 18.16 does only
+/// when asked (it would read the whole v5 raw table and filter the rows afterwards).
+pub(crate) fn read_raw(q: clickhouse::query::Query) -> clickhouse::query::Query {
+    q.with_setting("enable_optimize_predicate_expression", "1")
 }
 
 fn partitions_query(client: &Client, db: &str, table: &str) -> clickhouse::query::Query {

@@ -147,8 +147,7 @@ pub fn raw_query(
         times = time_sql.join(" OR "),
         filters = filters_sql(q, ""),
     );
-    let mut query = client
-        .query(&sql)
+    let mut query = crate::read_raw(client.query(&sql))
         .bind(q.site.as_str())
         .bind(q.metric.code());
     for &(a, b) in ranges {

@@ -94,22 +94,14 @@ pub struct RollupWindow {
 }
 
 impl RollupWindow {
-    /// Adds stored rows. Rows of one beacon are consecutive and share everything but the metric, value, rating and
-    /// bucket (as [`crate::sink::rows_of`] makes them).
+    /// Adds stored rows (one per beacon).
     pub fn add(&mut self, rows: &[RawRow]) {
         if rows.is_empty() {
             return;
         }
         self.opened_at.get_or_insert_with(Instant::now);
-        let mut rest = rows;
-        while let Some(first) = rest.first() {
-            let n = rest
-                .iter()
-                .position(|r| r.beacon_id != first.beacon_id || r.time != first.time)
-                .unwrap_or(rest.len());
-            let (beacon, tail) = rest.split_at(n);
-            rest = tail;
-            let hour = first.time / 3600 * 3600;
+        for row in rows {
+            let hour = row.time / 3600 * 3600;
             self.hours = Some(match self.hours {
                 None => (hour, hour),
                 Some((lo, hi)) => (lo.min(hour), hi.max(hour)),
@@ -118,34 +110,34 @@ impl RollupWindow {
                 .groups
                 .entry(BeaconKey {
                     hour,
-                    site: first.site.clone(),
-                    page: first.page.clone(),
-                    device: first.device,
-                    release: first.release.clone(),
-                    nav: first.nav,
+                    site: row.site.clone(),
+                    page: row.page.clone(),
+                    device: row.device,
+                    release: row.release.clone(),
+                    nav: row.nav,
                 })
                 .or_default();
-            for r in beacon {
-                let m = match sums.iter().position(|m| m.metric == r.metric) {
+            for (metric, _, rating, bucket) in row.samples.iter() {
+                let m = match sums.iter().position(|m| m.metric == metric) {
                     Some(i) => &mut sums[i],
                     None => {
                         self.rows += 1;
                         sums.push(MetricSums {
-                            metric: r.metric,
+                            metric,
                             ..MetricSums::default()
                         });
                         sums.last_mut().expect("just pushed")
                     }
                 };
-                m.ratings[usize::from(r.rating.min(2))] += 1;
-                match m.buckets.binary_search(&r.bucket) {
+                m.ratings[usize::from(rating.min(2))] += 1;
+                match m.buckets.binary_search(&bucket) {
                     Ok(i) => m.counts[i] += 1,
                     Err(i) => {
-                        m.buckets.insert(i, r.bucket);
+                        m.buckets.insert(i, bucket);
                         m.counts.insert(i, 1);
                     }
                 }
-                m.max_id = m.max_id.max(r.beacon_id);
+                m.max_id = m.max_id.max(row.beacon_id);
             }
         }
     }
@@ -212,7 +204,10 @@ impl RollupWindow {
 mod tests {
     use super::*;
 
+    /// A beacon's row with one sample (metric, bucket, rating).
     fn row(time: u32, page: &str, metric: u8, bucket: u64, rating: u8, id: u64) -> RawRow {
+        let mut samples = crate::sink::Samples::default();
+        samples.push(metric, 1.0, rating, bucket);
         RawRow {
             time,
             site: "s".into(),
@@ -222,12 +217,9 @@ mod tests {
             device: 1,
             release: "".into(),
             nav: 0,
-            metric,
-            value: 1.0,
-            rating,
-            bucket,
             source: "src".into(),
             beacon_id: id,
+            samples,
         }
     }
 
@@ -237,9 +229,10 @@ mod tests {
     fn sums_each_hour_and_group_across_batches() {
         let h = 500_000 * 3600;
         let mut w = RollupWindow::default();
+        let mut three = row(h + 5, "/a", 0, 30, 0, 3);
+        three.samples.push(2, 1.0, 2, 4);
         w.add(&[
-            row(h + 5, "/a", 0, 30, 0, 3),
-            row(h + 5, "/a", 2, 4, 2, 3),
+            three,
             row(h + 9, "/b", 0, 10, 2, 7),
             row(h + 10, "/a", 0, 30, 0, 8),
         ]);

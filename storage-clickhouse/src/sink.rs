@@ -1,7 +1,7 @@
 //! The batching sink: accepted beacons in, raw rows out to ClickHouse, exactly once.
 //!
-//! Batches are cut by rows, by age (≤ `batch_max_age`) and at UTC day boundaries, so every insert is one block in
-//! one partition — atomic: after any failure the batch is either wholly stored or not at all. Batches are inserted
+//! One raw row per beacon. Batches are cut by samples, by age (≤ `batch_max_age`) and at UTC day boundaries, so
+//! every insert is one block in one partition — atomic: after any failure the batch is either wholly stored or not at all. Batches are inserted
 //! strictly in order and ids grow, so the set of stored ids of this writer's `source` is always a prefix of what
 //! it was sent. That makes deduplication one query: before the first insert and before every retry the sink reads
 //! the largest stored id and drops rows at or below it (a batch whose insert timed out after the server committed
@@ -9,8 +9,8 @@
 //!
 //! While inserts fail the sink keeps reading its channel until `max_backlog_rows` are held, then stops reading,
 //! so the caller's bounded channel fills and its backpressure applies; nothing is dropped while retrying. Rows
-//! ClickHouse refuses as data (or that fail client-side checks) are isolated by splitting the batch at beacon
-//! boundaries; a beacon that fails alone is dropped, counted and logged, so a bad row never blocks the queue.
+//! ClickHouse refuses as data (or that fail client-side checks) are isolated by splitting the batch in halves; a
+//! beacon's row that fails alone is dropped, counted and logged, so a bad row never blocks the queue.
 
 use crate::config::ClickHouseConfig;
 use crate::error::{classify, ErrorClass};
@@ -28,9 +28,61 @@ use storage::{Accepted, DAY_MS};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-/// One raw row, in the column order of the raw tables. Its strings are shared by the rows of one beacon (and
-/// `source` by every row): one allocation per string per beacon, not per sample.
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize)]
+/// Most samples a beacon holds: one per metric (the wire format refuses repeats).
+pub const MAX_SAMPLES: usize = vitals::Metric::ALL.len();
+
+/// A beacon's samples, as the raw table's parallel arrays (`s_metric`, `s_value`, `s_rating`, `s_bucket`). Fixed
+/// arrays rather than vectors: a beacon's row allocates nothing for its samples.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Samples {
+    len: u8,
+    metric: [u8; MAX_SAMPLES],
+    value: [f64; MAX_SAMPLES],
+    rating: [u8; MAX_SAMPLES],
+    bucket: [u64; MAX_SAMPLES],
+}
+
+impl Samples {
+    /// Appends a sample (metric code, value, rating code, `vitals` bucket); `false` when already full.
+    pub fn push(&mut self, metric: u8, value: f64, rating: u8, bucket: u64) -> bool {
+        let i = usize::from(self.len);
+        if i == MAX_SAMPLES {
+            return false;
+        }
+        self.metric[i] = metric;
+        self.value[i] = value;
+        self.rating[i] = rating;
+        self.bucket[i] = bucket;
+        self.len += 1;
+        true
+    }
+
+    /// Samples held.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// None held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Each sample as (metric code, value, rating code, bucket).
+    pub fn iter(&self) -> impl Iterator<Item = (u8, f64, u8, u64)> + '_ {
+        (0..self.len()).map(|i| {
+            (
+                self.metric[i],
+                self.value[i],
+                self.rating[i],
+                self.bucket[i],
+            )
+        })
+    }
+}
+
+/// One raw row: a beacon and its samples (the columns of [`crate::schema::RAW`], one row per beacon). Its strings
+/// are shared with the rollup window's keys (and `source` by every row).
+#[derive(Debug, Clone, PartialEq)]
 pub struct RawRow {
     /// Receive time, Unix seconds.
     pub time: u32,
@@ -48,58 +100,91 @@ pub struct RawRow {
     pub release: Arc<str>,
     /// Navigation type code.
     pub nav: u8,
-    /// Metric code.
-    pub metric: u8,
-    /// Value in the metric's unit.
-    pub value: f64,
-    /// Rating code.
-    pub rating: u8,
-    /// `vitals::histogram::bucket_of(metric, value)`.
-    pub bucket: u64,
     /// The writer's source.
     pub source: Arc<str>,
     /// The accepted beacon's id.
     pub beacon_id: u64,
+    /// Its samples (never empty: a beacon with none stored has no row).
+    pub samples: Samples,
 }
 
-/// The rows of one beacon; samples whose values are not finite or out of the metric's bounds are refused here.
-pub fn rows_of(a: &Accepted, source: &Arc<str>) -> (Vec<RawRow>, usize) {
+/// A [`RawRow`] as the insert writes it: borrowed, so that writing a batch allocates nothing.
+#[derive(Debug, clickhouse::Row, serde::Serialize)]
+struct RawRowOut<'a> {
+    time: u32,
+    site: &'a str,
+    page: &'a str,
+    host: &'a str,
+    path: &'a str,
+    device: u8,
+    release: &'a str,
+    nav: u8,
+    source: &'a str,
+    beacon_id: u64,
+    s_metric: &'a [u8],
+    s_value: &'a [f64],
+    s_rating: &'a [u8],
+    s_bucket: &'a [u64],
+}
+
+impl RawRow {
+    fn out(&self) -> RawRowOut<'_> {
+        let n = self.samples.len();
+        RawRowOut {
+            time: self.time,
+            site: &self.site,
+            page: &self.page,
+            host: &self.host,
+            path: &self.path,
+            device: self.device,
+            release: &self.release,
+            nav: self.nav,
+            source: &self.source,
+            beacon_id: self.beacon_id,
+            s_metric: &self.samples.metric[..n],
+            s_value: &self.samples.value[..n],
+            s_rating: &self.samples.rating[..n],
+            s_bucket: &self.samples.bucket[..n],
+        }
+    }
+}
+
+/// A beacon's raw row (`None` when no sample is left), and how many samples were refused: values that are not
+/// finite or out of the metric's bounds.
+pub fn rows_of(a: &Accepted, source: &Arc<str>) -> (Option<RawRow>, usize) {
     let b = &a.beacon;
     let mut refused = 0;
-    let shared = |s: &str| -> Arc<str> { s.into() };
-    let (site, page, host, path) = (
-        shared(b.site.as_str()),
-        shared(b.url.page()),
-        shared(b.url.host()),
-        shared(b.url.path()),
-    );
-    let release = shared(b.release.as_ref().map_or("", |r| r.as_str()));
-    let rows = b
-        .metrics
-        .iter()
-        .filter(|s| {
-            let ok = s.value.is_finite() && s.value >= 0.0 && s.value <= s.metric.max_value();
-            refused += usize::from(!ok);
-            ok
-        })
-        .map(|s| RawRow {
-            time: a.received_at_ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32,
-            site: site.clone(),
-            page: page.clone(),
-            host: host.clone(),
-            path: path.clone(),
-            device: a.device.code(),
-            release: release.clone(),
-            nav: b.nav.code(),
-            metric: s.metric.code(),
-            value: s.value,
-            rating: s.metric.rate(s.value).code(),
-            bucket: vitals::histogram::bucket_of(s.metric, s.value),
-            source: source.clone(),
-            beacon_id: a.id,
-        })
-        .collect();
-    (rows, refused)
+    let mut samples = Samples::default();
+    for s in &b.metrics {
+        let ok = s.value.is_finite() && s.value >= 0.0 && s.value <= s.metric.max_value();
+        if !ok
+            || !samples.push(
+                s.metric.code(),
+                s.value,
+                s.metric.rate(s.value).code(),
+                vitals::histogram::bucket_of(s.metric, s.value),
+            )
+        {
+            refused += 1;
+        }
+    }
+    if samples.is_empty() {
+        return (None, refused);
+    }
+    let row = RawRow {
+        time: a.received_at_ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32,
+        site: b.site.as_str().into(),
+        page: b.url.page().into(),
+        host: b.url.host().into(),
+        path: b.url.path().into(),
+        device: a.device.code(),
+        release: b.release.as_ref().map_or("", |r| r.as_str()).into(),
+        nav: b.nav.code(),
+        source: source.clone(),
+        beacon_id: a.id,
+        samples,
+    };
+    (Some(row), refused)
 }
 
 /// What the sink is doing, for `/readyz`, metrics and the spool checkpointer.
@@ -244,10 +329,26 @@ impl SinkHandle {
 
 #[derive(Debug, Default)]
 struct Batch {
+    /// One per beacon, in id order.
     rows: Vec<RawRow>,
+    /// Samples in `rows` (what `batch_rows` and `max_backlog_rows` count).
+    samples: usize,
     /// Largest beacon id covered (beacons whose samples were all refused still count).
     max_id: u64,
     day: Option<i64>,
+}
+
+impl Batch {
+    fn push(&mut self, row: RawRow) {
+        self.samples += row.samples.len();
+        self.rows.push(row);
+    }
+
+    /// Drops the rows of beacons at or below `id` (known to be stored).
+    fn drop_through(&mut self, id: u64) {
+        self.rows.retain(|r| r.beacon_id > id);
+        self.samples = self.rows.iter().map(|r| r.samples.len()).sum();
+    }
 }
 
 enum Outcome {
@@ -278,7 +379,7 @@ fn attempt(
             match tokio::time::timeout(cfg.query_timeout, reconcile(&client, &cfg, &m)).await {
                 Ok(Ok(m)) => {
                     verified = Some(m);
-                    batch.rows.retain(|r| r.beacon_id > m);
+                    batch.drop_through(m);
                 }
                 Ok(Err(e)) => return (batch, None, failed(e.to_string()), !rollup.is_empty()),
                 Err(_) => return (batch, None, failed("timed out".into()), !rollup.is_empty()),
@@ -344,8 +445,7 @@ async fn reconcile(
         .await?;
     if rolled < raw_max {
         tracing::warn!(source = %cfg.source, rolled, raw_max, "the rollup view missed a block; rolling it up from raw rows");
-        client
-            .query(&crate::schema::repair_rollup_sql(cfg))
+        crate::read_raw(client.query(&crate::schema::repair_rollup_sql(cfg)))
             .bind(cfg.source.as_str())
             .bind(rolled)
             .bind(raw_max)
@@ -365,11 +465,11 @@ async fn insert_raw(
     rows: &[RawRow],
 ) -> clickhouse::error::Result<()> {
     let mut ins = client
-        .insert_unescaped::<RawRow>(&format!("{}.{RAW}", cfg.database))
+        .insert_unescaped::<RawRowOut<'static>>(&format!("{}.{RAW}", cfg.database))
         .await?
         .with_timeouts(Some(cfg.insert_timeout), Some(cfg.insert_timeout));
     for i in key_order(rows) {
-        ins.write(&rows[i as usize]).await?;
+        ins.write(&rows[i as usize].out()).await?;
     }
     ins.end().await
 }
@@ -390,26 +490,20 @@ async fn insert_rollup(
     ins.end().await
 }
 
-/// The rows' indices in the raw tables' sort key order (site, metric, time), arrival order within. ClickHouse sorts
-/// each inserted block by that key and its rollup view groups the block; rows that already come in that order cost
-/// the server about a third less. By hand on 18.16, 500,000 rows shaped like a batch (sites and metrics interleaved,
-/// time rising) into the raw table with its view, merges stopped: 1.35–1.86 s of server CPU as they arrive, 1.00–1.13 s
-/// sorted. The batch itself keeps arrival (id) order, which splitting relies on.
+/// The rows' indices in the raw table's sort key order (site, time), arrival order within. ClickHouse sorts each
+/// inserted block by that key; rows that already come in that order cost the server less (by hand on 18.16, with
+/// the per-sample rows of schema v4 sorted by (site, metric, time), about a third less).
 ///
-/// Grouped by (site, metric) in one pass rather than sorted by comparisons: a comparison sort of a second's ~90,000
-/// rows cost the collector 1.5–2.4 µs per beacon (each comparison follows two pointers to the site strings). Receive
-/// times rise with arrival, so a group is already in time order unless the clock stepped back.
+/// Grouped by site in one pass rather than sorted by comparisons (each comparison would follow two pointers to the
+/// site strings). Receive times rise with arrival, so a group is already in time order unless the clock stepped
+/// back.
 fn key_order(rows: &[RawRow]) -> Vec<u32> {
-    let mut groups: std::collections::HashMap<(&str, u8), Vec<u32>> =
-        std::collections::HashMap::new();
+    let mut groups: std::collections::HashMap<&str, Vec<u32>> = std::collections::HashMap::new();
     for (i, r) in rows.iter().enumerate() {
-        groups
-            .entry((&*r.site, r.metric))
-            .or_default()
-            .push(i as u32);
+        groups.entry(&*r.site).or_default().push(i as u32);
     }
-    let mut groups: Vec<((&str, u8), Vec<u32>)> = groups.into_iter().collect();
-    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut groups: Vec<(&str, Vec<u32>)> = groups.into_iter().collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut order = Vec::with_capacity(rows.len());
     for (_, mut group) in groups {
         if !group.is_sorted_by_key(|&i| rows[i as usize].time) {
@@ -420,35 +514,23 @@ fn key_order(rows: &[RawRow]) -> Vec<u32> {
     order
 }
 
-/// Splits a batch at the beacon boundary nearest its middle; `None` when it holds one beacon.
+/// Splits a batch of two beacons or more in the middle; `Err` when it holds one (or none).
 fn split(mut b: Batch) -> Result<(Batch, Batch), Batch> {
-    let n = b.rows.len();
-    if n == 0 || b.rows[0].beacon_id == b.rows[n - 1].beacon_id {
+    if b.rows.len() < 2 {
         return Err(b);
     }
-    let mid = n / 2;
-    let id = b.rows[mid].beacon_id;
-    // The first row of `id`'s beacon, or, if that is row 0, the first row after it.
-    let mut cut = b.rows[..mid]
-        .iter()
-        .rposition(|r| r.beacon_id != id)
-        .map_or(0, |i| i + 1);
-    if cut == 0 {
-        cut = b
-            .rows
-            .iter()
-            .position(|r| r.beacon_id != id)
-            .expect("two beacons");
-    }
-    let second = b.rows.split_off(cut);
+    let second = b.rows.split_off(b.rows.len() / 2);
     let first_max = second[0].beacon_id - 1;
+    let count = |rows: &[RawRow]| rows.iter().map(|r| r.samples.len()).sum();
     Ok((
         Batch {
+            samples: count(&b.rows),
             rows: b.rows,
             max_id: first_max,
             day: b.day,
         },
         Batch {
+            samples: count(&second),
             rows: second,
             max_id: b.max_id,
             day: b.day,
@@ -499,7 +581,7 @@ async fn run(
     m: Arc<SinkMonitor>,
 ) -> u64 {
     let mut current = Batch::default();
-    // Row vectors of stored batches, emptied, for the next batches: a batch is ~13 MB of rows, and growing a new
+    // Row vectors of stored batches, emptied, for the next batches: a batch is megabytes of rows, and growing a new
     // one each time copied it into fresh (zeroed) pages at every doubling, ~6 % of the collector's CPU at the
     // maximum rate.
     let mut spare: Vec<Vec<RawRow>> = Vec::new();
@@ -522,7 +604,7 @@ async fn run(
     let mut rollup_behind = false;
 
     let backlog = |current: &Batch, sealed: &VecDeque<Batch>, inflight_rows: usize| {
-        current.rows.len() + sealed.iter().map(|b| b.rows.len()).sum::<usize>() + inflight_rows
+        current.samples + sealed.iter().map(|b| b.samples).sum::<usize>() + inflight_rows
     };
 
     loop {
@@ -546,7 +628,7 @@ async fn run(
             };
             if let Some(b) = next {
                 retry_at = None;
-                inflight_rows = b.rows.len();
+                inflight_rows = b.samples;
                 let rollup = if due {
                     std::mem::take(&mut window)
                 } else {
@@ -591,9 +673,9 @@ async fn run(
                     m.advance(v);
                     if v > skip_through {
                         skip_through = v;
-                        current.rows.retain(|r| r.beacon_id > v);
+                        current.drop_through(v);
                         for b in sealed.iter_mut() {
-                            b.rows.retain(|r| r.beacon_id > v);
+                            b.drop_through(v);
                         }
                     }
                 }
@@ -601,7 +683,7 @@ async fn run(
                     Outcome::Stored => {
                         window.add(&batch.rows);
                         if !batch.rows.is_empty() {
-                            m.rows_inserted.fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
+                            m.rows_inserted.fetch_add(batch.samples as u64, Ordering::Relaxed);
                             m.batches_inserted.fetch_add(1, Ordering::Relaxed);
                         }
                         m.advance(batch.max_id);
@@ -638,8 +720,8 @@ async fn run(
                                 sealed.push_front(a);
                             }
                             Err(bad) => {
-                                tracing::error!(error = %e, beacon_id = bad.rows.first().map_or(0, |r| r.beacon_id), rows = bad.rows.len(), "clickhouse refused a beacon's rows as bad data; dropped");
-                                m.data_error_rows.fetch_add(bad.rows.len() as u64, Ordering::Relaxed);
+                                tracing::error!(error = %e, beacon_id = bad.rows.first().map_or(0, |r| r.beacon_id), samples = bad.samples, "clickhouse refused a beacon's row as bad data; dropped");
+                                m.data_error_rows.fetch_add(bad.samples as u64, Ordering::Relaxed);
                                 m.set_error(e);
                                 m.advance(bad.max_id);
                             }
@@ -676,16 +758,18 @@ async fn run(
                         sealed.push_back(seal(&mut current, &mut spare));
                         opened_at = None;
                     }
-                    let (rows, refused) = rows_of(&a, &source);
+                    let (row, refused) = rows_of(&a, &source);
                     if refused > 0 {
                         tracing::warn!(beacon_id = a.id, refused, "samples with impossible values dropped before insert");
                         m.data_error_rows.fetch_add(refused as u64, Ordering::Relaxed);
                     }
-                    current.rows.extend(rows);
+                    if let Some(row) = row {
+                        current.push(row);
+                    }
                     current.max_id = a.id;
                     current.day = Some(day);
                     opened_at.get_or_insert_with(Instant::now);
-                    if current.rows.len() >= cfg.batch_rows {
+                    if current.samples >= cfg.batch_rows {
                         sealed.push_back(seal(&mut current, &mut spare));
                         opened_at = None;
                     }
@@ -719,6 +803,8 @@ mod tests {
     use super::*;
 
     fn row(id: u64) -> RawRow {
+        let mut samples = Samples::default();
+        samples.push(0, 1.0, 0, 7);
         RawRow {
             time: 0,
             site: "".into(),
@@ -728,82 +814,109 @@ mod tests {
             device: 0,
             release: "".into(),
             nav: 0,
-            metric: 0,
-            value: 0.0,
-            rating: 0,
-            bucket: 0,
             source: "".into(),
             beacon_id: id,
+            samples,
         }
     }
 
     #[test]
+    fn samples_hold_one_per_metric_at_most() {
+        let mut s = Samples::default();
+        for m in 0..MAX_SAMPLES as u8 {
+            assert!(s.push(m, f64::from(m), m % 3, u64::from(m) * 10));
+        }
+        assert!(!s.push(9, 9.0, 0, 90), "full");
+        assert_eq!(s.len(), MAX_SAMPLES);
+        let out = RawRow {
+            samples: s,
+            ..row(1)
+        };
+        let w = out.out();
+        assert_eq!(w.s_metric, [0, 1, 2, 3, 4]);
+        assert_eq!(w.s_bucket, [0, 10, 20, 30, 40]);
+        assert_eq!(w.s_rating, [0, 1, 2, 0, 1]);
+        assert_eq!(w.s_value.len(), MAX_SAMPLES);
+    }
+
+    #[test]
     fn rows_go_out_in_the_raw_key_order_and_in_arrival_order_within() {
-        let r = |id: u64, site: &str, metric: u8, time: u32| RawRow {
+        let r = |id: u64, site: &str, time: u32| RawRow {
             site: site.into(),
-            metric,
             time,
             ..row(id)
         };
         let rows = vec![
-            r(1, "b", 0, 10),
-            r(1, "b", 2, 10),
-            r(2, "a", 2, 10),
-            r(3, "b", 0, 10),
-            r(4, "a", 2, 9),
-            r(5, "b", 0, 11),
-            r(5, "a", 0, 11),
+            r(1, "b", 10),
+            r(2, "a", 10),
+            r(3, "b", 10),
+            r(4, "a", 9),
+            r(5, "b", 11),
+            r(6, "a", 11),
         ];
-        let sent: Vec<(u64, &str, u8, u32)> = key_order(&rows)
+        let sent: Vec<(u64, &str, u32)> = key_order(&rows)
             .into_iter()
             .map(|i| {
                 let x = &rows[i as usize];
-                (x.beacon_id, &*x.site, x.metric, x.time)
+                (x.beacon_id, &*x.site, x.time)
             })
             .collect();
         assert_eq!(
             sent,
             [
-                (5, "a", 0, 11),
-                (4, "a", 2, 9),
-                (2, "a", 2, 10),
-                (1, "b", 0, 10),
-                (3, "b", 0, 10),
-                (5, "b", 0, 11),
-                (1, "b", 2, 10),
+                (4, "a", 9),
+                (2, "a", 10),
+                (6, "a", 11),
+                (1, "b", 10),
+                (3, "b", 10),
+                (5, "b", 11),
             ]
         );
     }
 
     #[test]
-    fn splits_only_at_beacon_boundaries() {
-        let b = Batch {
-            rows: [1, 1, 2, 2, 2, 3].map(row).to_vec(),
-            max_id: 4,
+    fn splits_in_the_middle_keeping_sample_counts_and_ids() {
+        let mut b = Batch {
+            max_id: 9,
             day: Some(1),
+            ..Batch::default()
         };
+        for id in [1, 2, 4, 5, 6] {
+            b.push(row(id));
+        }
+        b.rows[0].samples.push(1, 2.0, 0, 3);
+        b.samples += 1;
         let (a, b) = split(b).unwrap();
         assert_eq!(
             a.rows.iter().map(|r| r.beacon_id).collect::<Vec<_>>(),
-            [1, 1]
+            [1, 2]
         );
-        assert_eq!((a.max_id, b.max_id), (1, 4));
         assert_eq!(
             b.rows.iter().map(|r| r.beacon_id).collect::<Vec<_>>(),
-            [2, 2, 2, 3]
+            [4, 5, 6]
         );
-        let one = Batch {
-            rows: [7, 7, 7].map(row).to_vec(),
-            max_id: 7,
-            day: None,
-        };
+        assert_eq!(
+            (a.max_id, b.max_id),
+            (3, 9),
+            "id 3 (no row) goes with the first half"
+        );
+        assert_eq!((a.samples, b.samples), (3, 3));
+        assert_eq!((a.day, b.day), (Some(1), Some(1)));
+        let mut one = Batch::default();
+        one.push(row(7));
         assert!(split(one).is_err());
-        let (a, b) = split(Batch {
-            rows: [5, 5, 5, 9].map(row).to_vec(),
-            max_id: 9,
-            day: None,
-        })
-        .unwrap();
-        assert_eq!((a.rows.len(), a.max_id, b.rows.len()), (3, 8, 1));
+        assert!(split(Batch::default()).is_err());
+    }
+
+    #[test]
+    fn dropping_stored_beacons_recounts_samples() {
+        let mut b = Batch::default();
+        for id in 1..=4 {
+            b.push(row(id));
+        }
+        b.drop_through(2);
+        assert_eq!((b.rows.len(), b.samples), (2, 2));
+        b.drop_through(9);
+        assert_eq!((b.rows.len(), b.samples), (0, 0));
     }
 }

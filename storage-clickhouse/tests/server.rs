@@ -212,7 +212,7 @@ async fn migrations_run_twice_and_concurrently_and_need_ddl_rights() {
         Vec::<u32>::new(),
         "second run applies nothing"
     );
-    assert_eq!(admin.applied_versions().await.unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(admin.applied_versions().await.unwrap(), vec![1, 2, 3, 4, 5]);
     let tables = count(
         &admin,
         &format!(
@@ -222,9 +222,9 @@ async fn migrations_run_twice_and_concurrently_and_need_ddl_rights() {
     )
     .await;
     assert_eq!(
-        tables, 10,
+        tables, 12,
         "samples, rollup_hourly, its view, raw_samples, its view, raw_samples_v4, rollup_input, its view, \
-         samples_all, schema_migrations"
+         raw_beacons_v5, samples_v5, samples_all, schema_migrations"
     );
     // …but once it exists, the writer and the reader find it current.
     writer.check_schema().await.unwrap();
@@ -628,7 +628,7 @@ async fn bad_rows_are_dropped_and_counted_without_blocking_the_queue() {
     }
     let client = admin.client().clone();
     let mut ins = client
-        .insert_unescaped::<Short>(&format!("{}.raw_samples_v4", u.admin.database))
+        .insert_unescaped::<Short>(&format!("{}.{}", u.admin.database, schema::RAW))
         .await
         .unwrap();
     ins.write(&Short { time: 1 }).await.unwrap();
@@ -642,8 +642,9 @@ async fn bad_rows_are_dropped_and_counted_without_blocking_the_queue() {
     let e = reader
         .client()
         .query(&format!(
-            "INSERT INTO {}.raw_samples_v4 (time) VALUES (1)",
-            u.admin.database
+            "INSERT INTO {}.{} (time) VALUES (1)",
+            u.admin.database,
+            schema::RAW
         ))
         .execute()
         .await

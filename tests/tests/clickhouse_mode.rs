@@ -363,10 +363,10 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
             "{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("at schema version 4"), "{stdout}");
+        assert!(stdout.contains("at schema version 5"), "{stdout}");
     }
     let store = admin(&url, &db);
-    assert_eq!(store.applied_versions().await.unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(store.applied_versions().await.unwrap(), vec![1, 2, 3, 4, 5]);
 
     let out = collector(
         &["--clickhouse-user", "fv_writer", "config", "show"],
@@ -589,16 +589,17 @@ async fn collector_posting(
     (app, d)
 }
 
-/// A database created before schema v4 keeps its data through the upgrade: at schema v2 (raw rows in `samples`,
-/// rolled up by the v2 view with marker rows) or v3 (raw rows in `raw_samples`, rolled up by its view). After
-/// `migrate`, new beacons go to `raw_samples_v4` and their sums to the rollup input, and every answer covers old and
-/// new rows, each sample counted once.
+/// A database created before schema v5 keeps its data through the upgrade: at schema v2 (raw rows in `samples`,
+/// rolled up by the v2 view with marker rows), v3 (raw rows in `raw_samples`, rolled up by its view) or v4 (raw
+/// rows in `raw_samples_v4`, their sums written by the sink). After `migrate`, new beacons go to `raw_beacons_v5`
+/// and their sums to the rollup input, and every answer covers old and new rows, each sample counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_from_before_schema_v4_is_upgraded_with_its_data_counted_once() {
+async fn a_database_from_before_schema_v5_is_upgraded_with_its_data_counted_once() {
     let Some(url) = server_url() else { return };
     for (version, old_table, old_source) in [
         (2, "samples", "v2-collector"),
         (3, "raw_samples", "v3-collector"),
+        (4, "raw_samples_v4", "v4-collector"),
     ] {
         upgrade_from(&url, version, old_table, old_source).await;
     }
@@ -606,6 +607,8 @@ async fn a_database_from_before_schema_v4_is_upgraded_with_its_data_counted_once
 
 async fn upgrade_from(url: &str, version: u32, old_table: &str, old_source: &str) {
     let raw = storage_clickhouse::schema::RAW;
+    // The scratch database's rows one per sample, as the old tables hold them.
+    let flat = storage_clickhouse::schema::RAW_V5_SAMPLES;
     let (old_db, tmp_db) = (fresh_db("upgrade"), fresh_db("upgrade_rows"));
     let (admin_old, admin_tmp) = (admin(url, &old_db), admin(url, &tmp_db));
     let (bodies, truth) = generate(91, 300);
@@ -614,7 +617,7 @@ async fn upgrade_from(url: &str, version: u32, old_table: &str, old_source: &str
     // Rows exactly as a collector's sink writes them, for the first beacons (in a scratch database)...
     admin_tmp.migrate().await.unwrap();
     let first_n = (first.len() * METRICS.len()) as u64;
-    let raw_sql = format!("SELECT count() FROM {tmp_db}.{raw}");
+    let raw_sql = format!("SELECT count() FROM {tmp_db}.{flat}");
     let (tmp, _d0) = collector_posting(url, &tmp_db, first, &admin_tmp, &raw_sql, first_n).await;
     tmp.stop().await;
 
@@ -654,16 +657,28 @@ async fn upgrade_from(url: &str, version: u32, old_table: &str, old_source: &str
     client
         .query(&format!(
             "INSERT INTO {old_db}.{old_table} SELECT time, site, page, host, path, device, release, nav, metric, \
-             value, rating, bucket, '{old_source}' AS source, beacon_id FROM {tmp_db}.{raw}"
+             value, rating, bucket, '{old_source}' AS source, beacon_id FROM {tmp_db}.{flat}"
         ))
         .execute()
         .await
         .unwrap();
+    if version == 4 {
+        // No view rolls the v4 table up: its sink wrote the sums, as the repair does from raw rows.
+        client
+            .query(&storage_clickhouse::schema::repair_rollup_sql(&cfg))
+            .with_setting("enable_optimize_predicate_expression", "1")
+            .bind(old_source)
+            .bind(0u64)
+            .bind(u64::MAX)
+            .execute()
+            .await
+            .unwrap();
+    }
     let old_versions: Vec<u32> = (1..=version).collect();
     assert_eq!(admin_old.applied_versions().await.unwrap(), old_versions);
 
     // The upgrade, then the rest of the beacons from a collector of this version.
-    let new_versions: Vec<u32> = (version + 1..=4).collect();
+    let new_versions: Vec<u32> = (version + 1..=5).collect();
     assert_eq!(admin_old.migrate().await.unwrap(), new_versions);
     let total = (bodies.len() * METRICS.len()) as u64;
     let all_sql = format!("SELECT count() FROM {old_db}.samples_all");
