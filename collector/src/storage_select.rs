@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use storage::embedded::{EmbeddedOptions, EmbeddedStore, WriterHandle, WriterHealth};
 use storage::{Accepted, HistogramSource};
-use storage_clickhouse::{ClickHouseConfig, ClickHouseStore, Secret, SinkHandle, SinkMonitor};
+use storage_clickhouse::{
+    ClickHouseConfig, ClickHouseStore, Secret, SinkHandle, SinkMonitor, WireCompression,
+};
 use tokio::sync::mpsc;
 
 /// The environment variable holding the ClickHouse password.
@@ -108,6 +110,19 @@ pub struct ClickHouseArgs {
         default_value_t = ClickHouseConfig::default().rollup_interval.as_millis() as u64
     )]
     pub rollup_interval_ms: u64,
+    /// Compression between the collector and ClickHouse: auto (LZ4 unless the URL's host is loopback, where it
+    /// costs both sides CPU for nothing), lz4 or none.
+    #[arg(
+        long = "clickhouse-compression",
+        env = "FIELDVITALS_CLICKHOUSE_COMPRESSION",
+        default_value = "auto",
+        value_parser = parse_compression
+    )]
+    pub compression: WireCompression,
+}
+
+fn parse_compression(s: &str) -> Result<WireCompression, String> {
+    WireCompression::parse(s).map_err(|e| e.to_string())
 }
 
 impl Default for ClickHouseArgs {
@@ -125,6 +140,7 @@ impl Default for ClickHouseArgs {
             batch_rows: ClickHouseConfig::default().batch_rows,
             batch_max_age_ms: ClickHouseConfig::default().batch_max_age.as_millis() as u64,
             rollup_interval_ms: ClickHouseConfig::default().rollup_interval.as_millis() as u64,
+            compression: WireCompression::Auto,
         }
     }
 }
@@ -149,6 +165,7 @@ impl ClickHouseArgs {
             batch_rows: self.batch_rows,
             batch_max_age: Duration::from_millis(self.batch_max_age_ms),
             rollup_interval: Duration::from_millis(self.rollup_interval_ms),
+            compression: self.compression,
             // Room for the batch being filled, one being inserted and one sealed behind it.
             max_backlog_rows: ClickHouseConfig::default()
                 .max_backlog_rows
@@ -210,6 +227,10 @@ impl ClickHouseArgs {
         out += &format!(
             "clickhouse_rollup_interval_ms = {}\n",
             self.rollup_interval_ms
+        );
+        out += &format!(
+            "clickhouse_compression = \"{}\"\n",
+            self.compression.as_str()
         );
         out
     }

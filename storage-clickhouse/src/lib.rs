@@ -30,7 +30,7 @@ pub mod schema;
 pub mod sink;
 pub mod testing;
 
-pub use config::{ClickHouseConfig, ConfigError, Secret};
+pub use config::{ClickHouseConfig, ConfigError, Secret, WireCompression};
 pub use sink::{spawn_sink, SinkHandle, SinkHealth, SinkMonitor};
 
 use clickhouse::Client;
@@ -59,7 +59,12 @@ pub fn client(cfg: &ClickHouseConfig) -> Client {
     let mut c = Client::default()
         .with_url(cfg.url.clone())
         .with_user(cfg.user.clone())
-        .with_validation(false);
+        .with_validation(false)
+        .with_compression(if cfg.lz4_on_the_wire() {
+            clickhouse::Compression::Lz4
+        } else {
+            clickhouse::Compression::None
+        });
     if !cfg.password.is_empty() {
         c = c.with_password(cfg.password.expose().to_string());
     }

@@ -387,7 +387,8 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
     );
     assert!(
         stdout.contains(
-            "clickhouse_batch_rows = 100000\nclickhouse_batch_max_age_ms = 1000\nclickhouse_rollup_interval_ms = 10000\n"
+            "clickhouse_batch_rows = 100000\nclickhouse_batch_max_age_ms = 1000\nclickhouse_rollup_interval_ms = 10000\n\
+             clickhouse_compression = \"auto\"\n"
         ),
         "{stdout}"
     );
@@ -399,6 +400,8 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
             "250",
             "--clickhouse-rollup-interval-ms",
             "2000",
+            "--clickhouse-compression",
+            "lz4",
             "config",
             "show",
         ],
@@ -407,9 +410,18 @@ async fn collector_migrate_runs_twice_and_config_show_redacts_the_password() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(
-            "clickhouse_batch_rows = 5000\nclickhouse_batch_max_age_ms = 250\nclickhouse_rollup_interval_ms = 2000\n"
+            "clickhouse_batch_rows = 5000\nclickhouse_batch_max_age_ms = 250\nclickhouse_rollup_interval_ms = 2000\n\
+             clickhouse_compression = \"lz4\"\n"
         ),
         "{stdout}"
+    );
+    // An unknown compression is refused, naming the choices.
+    let out = collector(&["--clickhouse-compression", "zstd", "config", "show"], "");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("auto, lz4 or none"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // A rollup window over a minute is refused, with the reason.
     let out = collector(&["--clickhouse-rollup-interval-ms", "60001", "migrate"], "");
