@@ -95,6 +95,9 @@ v2_marker = scalar("SELECT toUInt64(maxMerge(max_id)) FROM fv_chdb.rollup_hourly
 assert raw_cls == inserted, (raw_cls, inserted)
 assert raw_n == inserted + extra_lcp and rolled == raw_n, (raw_n, rolled, inserted, extra_lcp)
 assert marker == 100 + inserted - 1, marker
+# The largest stored id (the v5 rows hold the largest ids, read from raw_beacons_v5 directly).
+max_id_sql = next(q for q in statements if q.startswith("SELECT toUInt64(max(m))"))
+assert scalar(max_id_sql) == 100 + inserted - 1, scalar(max_id_sql)
 assert v2_marker == 100 + cut - 1, v2_marker
 # The unfiltered rollup query plus the unfiltered raw-edge query cover the window exactly.
 ungrouped = [q for q in statements if q.startswith("SELECT '' AS g_page") and "page = " not in q]

@@ -302,13 +302,20 @@ fn migrations_exist_query(client: &Client, cfg: &ClickHouseConfig) -> clickhouse
         .bind(schema::MIGRATIONS)
 }
 
-/// The largest beacon id stored for this collector's source, over every raw table (start-up and reconciliation).
+/// The largest beacon id stored for this collector's source, over every raw table (start-up and reconciliation). The
+/// v5 table is read directly rather than through `samples_v5`, whose `ARRAY JOIN` the id does not need: by hand on
+/// 18.16 with 650,000 beacons, ~7 ms against ~48 ms through the view.
 pub(crate) fn max_id_query(client: &Client, cfg: &ClickHouseConfig) -> clickhouse::query::Query {
     read_raw(client.query(&format!(
-        "SELECT toUInt64(max(beacon_id)) FROM {}.{} WHERE source = ?",
-        cfg.database,
-        schema::RAW_ALL
+        "SELECT toUInt64(max(m)) FROM (\
+         SELECT max(beacon_id) AS m FROM {db}.{all} WHERE source = ? AND _table != '{view}' \
+         UNION ALL SELECT max(beacon_id) AS m FROM {db}.{raw} WHERE source = ?)",
+        db = cfg.database,
+        all = schema::RAW_ALL,
+        view = schema::RAW_V5_SAMPLES,
+        raw = schema::RAW,
     )))
+    .bind(cfg.source.as_str())
     .bind(cfg.source.as_str())
 }
 
