@@ -5,11 +5,11 @@
 //! [`sink`] through a bounded channel. The sink turns every beacon into one raw row (its samples as parallel arrays,
 //! each with the `vitals` histogram bucket of its value), batches rows by samples and by age (≤ 1 s), and inserts
 //! each batch as RowBinary over HTTP with the official `clickhouse` crate into `raw_beacons_v5`; the stored rows are
-//! summed per hour and group
-//! across batches ([`rollup_window`], closed when the hour turns or after ≤ 10 s) and those sums inserted into
-//! `rollup_input`, whose materialized view turns them into the hourly rollup's states (`sumMap` of (bucket, count) plus rating counts, one row per source and group, whose
-//! largest beacon id is the source's marker). Reads go through `samples_all`, one row per sample, which also holds
-//! the raw rows of collectors of earlier schema versions ([`schema`]). Failed inserts are retried with exponential backoff
+//! summed per hour and group across batches ([`rollup_window`], closed when the hour turns or after ≤ 10 s) and
+//! those sums inserted into `rollup_input`, whose materialized view turns them into the hourly rollup's states
+//! (`sumMap` of (bucket, count) plus rating counts, one row per source and group, whose largest beacon id is the
+//! source's marker). Reads go through `samples_all`, one row per sample, which also holds the raw rows of
+//! collectors of earlier schema versions ([`schema`]). Failed inserts are retried with exponential backoff
 //! (the sink stops reading its channel meanwhile, so backpressure reaches the caller); rows ClickHouse refuses as
 //! data are dropped and counted. The sink publishes `stored_through()`, the id up to which everything is stored,
 //! from which the spool checkpoints; replays after a crash are deduplicated by reading the largest stored id of

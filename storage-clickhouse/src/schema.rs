@@ -215,7 +215,7 @@ pub fn migrations(cfg: &ClickHouseConfig) -> Vec<Migration> {
     // v5: one raw row per beacon, its samples in parallel arrays. Why: a beacon's ~4.6 samples each repeated its six
     // strings and ids, and the server's cost of a raw insert goes with rows and bytes: by hand on 18.16, 650,000
     // beacons shaped like the load test's, in 65,000-beacon blocks sorted by key, cost 1.44 s of server CPU as
-    // per-sample rows and 0.55 s as per-beacon rows (60 MB against 46 MB on disk). The sort key drops `metric`
+    // per-sample rows and 0.55 s as per-beacon rows (65 MB against 46 MB on disk). The sort key drops `metric`
     // (a site's time range reads all its metrics' arrays), which only raw-edge queries feel: whole hours come from
     // the rollup. `samples_v5` turns the rows back into samples with `ARRAY JOIN`, and `samples_all` takes it in
     // (a `Merge` table reads views too), so every reader of raw samples is unchanged.

@@ -1,11 +1,12 @@
 //! The batching sink: accepted beacons in, raw rows out to ClickHouse, exactly once.
 //!
 //! One raw row per beacon. Batches are cut by samples, by age (≤ `batch_max_age`) and at UTC day boundaries, so
-//! every insert is one block in one partition — atomic: after any failure the batch is either wholly stored or not at all. Batches are inserted
-//! strictly in order and ids grow, so the set of stored ids of this writer's `source` is always a prefix of what
-//! it was sent. That makes deduplication one query: before the first insert and before every retry the sink reads
-//! the largest stored id and drops rows at or below it (a batch whose insert timed out after the server committed
-//! it is then not sent twice; a spool replayed after a crash skips what the previous process stored).
+//! every insert is one block in one partition — atomic: after any failure the batch is either wholly stored or not
+//! at all. Batches are inserted strictly in order and ids grow, so the set of stored ids of this writer's `source`
+//! is always a prefix of what it was sent. That makes deduplication one query: before the first insert and before
+//! every retry the sink reads the largest stored id and drops rows at or below it (a batch whose insert timed out
+//! after the server committed it is then not sent twice; a spool replayed after a crash skips what the previous
+//! process stored).
 //!
 //! While inserts fail the sink keeps reading its channel until `max_backlog_rows` are held, then stops reading,
 //! so the caller's bounded channel fills and its backpressure applies; nothing is dropped while retrying. Rows
