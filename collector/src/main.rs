@@ -14,6 +14,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging(cli.config.log_format);
+    // No transparent huge pages for this process, whatever the host's setting: with them a request thread's first
+    // touch of fresh allocator memory zeroed 2 MiB inside the page fault, was preempted there, and its connections
+    // waited milliseconds (docs/benchmarks.md). The allocator is built not to ask for them either (Cargo.toml).
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off for this process");
+    }
     let result = match cli.command {
         Some(Command::Config {
             action: ConfigAction::Show,

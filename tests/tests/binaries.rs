@@ -1,4 +1,5 @@
-//! The real binaries: SIGTERM drains and flushes; the `query` CLI prints tables, JSON and CSV and fails clearly.
+//! The real binaries: SIGTERM drains and flushes; the `query` CLI prints tables, JSON and CSV and fails clearly; the
+//! collector runs without transparent huge pages.
 
 mod helpers;
 use helpers::*;
@@ -159,6 +160,22 @@ async fn sigterm_flushes_everything_accepted_and_the_cli_reads_it() {
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("cannot reach the collector at"), "{err}");
+}
+
+/// The collector turns transparent huge pages off for its process, whatever the host's setting: a page fault that
+/// zeroed 2 MiB on a request thread stalled its connections for milliseconds (docs/benchmarks.md).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_collector_runs_without_transparent_huge_pages() {
+    let (_d, dir) = tempdir();
+    let (child, _base) = spawn_collector_bin(&dir, &[]).await;
+    let pid = child.id().expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .expect("Linux 5.0 or later reports THP_enabled");
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
 }
 
 #[test]
