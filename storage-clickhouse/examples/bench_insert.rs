@@ -1,4 +1,5 @@
-//! Measures the sink's insert rate and the stored bytes per row on a real server, for docs/clickhouse.md.
+//! Measures the sink's insert rate and the stored bytes per row (raw: one per beacon) on a real server, for
+//! docs/clickhouse.md.
 //! Usage: `bench_insert URL [BEACONS]` (admin user `default` without password; creates and drops `fv_bench`).
 
 use std::time::{Duration, Instant};
@@ -101,7 +102,7 @@ async fn main() {
     let secs = t0.elapsed().as_secs_f64();
     let h = monitor.health();
     println!(
-        "inserted {} rows ({n} beacons) in {secs:.2} s: {:.0} rows/s, {:.0} beacons/s, {} batches",
+        "inserted {} samples ({n} beacons) in {secs:.2} s: {:.0} samples/s, {:.0} beacons/s, {} batches",
         h.rows_inserted,
         h.rows_inserted as f64 / secs,
         n as f64 / secs,

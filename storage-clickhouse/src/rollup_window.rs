@@ -3,7 +3,7 @@
 //!
 //! Why a window rather than each batch: the server's cost of the rollup is the rows it inserts and merges, and the
 //! long tail of groups makes a batch's sums almost as many rows as the batch has groups (~80,000 rollup rows for
-//! each second's ~250,000 raw rows at one collector's maximum rate, against ~35,000 a second over ten seconds).
+//! each second's ~250,000 samples at one collector's maximum rate, against ~35,000 a second over ten seconds).
 //! Queries read the rollup for whole hours only (the current hour comes from raw rows), so the window may hold the
 //! current hour's sums; it is closed as soon as it holds two hours (the hour turned, so the closed hour is in the
 //! rollup one batch after it ends), after `rollup_interval`, when it holds many groups, and when the sink stops.
