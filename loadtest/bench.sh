@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmarks of docs/benchmarks.md, side by side in one run on one machine: `bash loadtest/bench.sh [steps…]`.
 #
-# Steps (default: all that can run here): ingest (1 sink, 2 collector, wrk cross-check, verify + freshness, the machine's floor),
+# Steps (default: all that can run here): ingest (1 sink, 2 collector, wrk cross-check, verify + freshness, (1) at (2)'s half
+# rate and at its own, the machine's floor),
 # clickhouse-collector (3, needs CH_COLLECTOR_BIN: a collector build with --clickhouse-url), direct (4, one
 # ClickHouse INSERT per beacon), query (5, 10M samples, 1,000 pages, 28 days), rss (5 minutes, 100,000 pages).
 #
@@ -152,7 +153,7 @@ steal_share() {
 import sys
 a, b = ([int(x) for x in l.split()[1:9]] for l in sys.argv[1:3])
 d = [y - x for x, y in zip(a, b)]
-print(f"steal {100 * d[7] / max(sum(d), 1):.0f} % of the VM's CPU time")
+print(f"steal {100 * d[7] / max(sum(d), 1):.0f} % of the VM's CPU time, busy {100 * (1 - (d[3] + d[4]) / max(sum(d), 1)):.0f} %")
 PY
 }
 
@@ -340,6 +341,16 @@ for step in $STEPS; do
       --slow-log "$OUT/sink-at-collector-half.slow" --slow-ms 2
     slow_summary sink-at-collector-half
     stop_pid "$SPID"
+    # The same question asked of (1) itself: its tail at half of its own maximum, where the machine is about as busy
+    # as it is at (2)'s half rate (the generator's share grows with the rate). What any server here can show.
+    say "(1) again, open loop at half its own maximum"
+    RUN_THREADS=$(best_of_threads "$SINK_RUN")
+    start_sink
+    SERVER_PID=$SPID lt_run sink-half --target "http://127.0.0.1:$SINK_PORT" --rate "$(python3 -c "print(int($SINK_MAX/2))")" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" \
+      --slow-log "$OUT/sink-half.slow" --slow-ms 2
+    slow_summary sink-half
+    stop_pid "$SPID"
+    RUN_THREADS=$COLL_THREADS
     # And below any server: a bare TCP echo between threads at the same rate (no HTTP, no runtime).
     say "the machine's floor: a bare loopback echo at (2)'s half rate"
     STAT0=$(grep '^cpu ' /proc/stat)
