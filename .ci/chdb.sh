@@ -99,6 +99,15 @@ assert marker == 100 + inserted - 1, marker
 max_id_sql = next(q for q in statements if q.startswith("SELECT toUInt64(max(m))"))
 assert scalar(max_id_sql) == 100 + inserted - 1, scalar(max_id_sql)
 assert v2_marker == 100 + cut - 1, v2_marker
+# The bounded checks after a failed insert (bound to 1800000000 by the generator, after every sample row): nothing
+# there; from the window's start, the largest id (on the v5 rows); from after the last row, nothing.
+since_raw = next(q for q in statements if q.startswith("SELECT toUInt64(max(beacon_id))"))
+since_marker = next(q for q in statements if q.startswith("SELECT toUInt64(maxMerge(max_id))") and "hour >=" in q)
+for q in (since_raw, since_marker):
+    assert "toDateTime(1800000000)" in q, q
+    assert scalar(q) == 0, q
+    assert scalar(q.replace("toDateTime(1800000000)", f"toDateTime({H})")) == 100 + inserted - 1, q
+    assert scalar(q.replace("toDateTime(1800000000)", f"toDateTime({H + 4 * 3600})")) == 0, q
 # The unfiltered rollup query plus the unfiltered raw-edge query cover the window exactly.
 ungrouped = [q for q in statements if q.startswith("SELECT '' AS g_page") and "page = " not in q]
 total = sum(int(line.split("\t")[4]) for q in ungrouped for line in run(q).splitlines())

@@ -319,6 +319,28 @@ pub(crate) fn max_id_query(client: &Client, cfg: &ClickHouseConfig) -> clickhous
     .bind(cfg.source.as_str())
 }
 
+/// The largest id stored for the source above `stored` among rows received at or after `since` (Unix seconds), or 0:
+/// the check after a failed insert. Everything at or below `stored` is known to be stored, and since the start's
+/// check every row goes to [`schema::RAW`]; a row stored above `stored` belongs to the batches in doubt, whose rows
+/// were received at or after `since` (their own receive times, so a clock that stepped back changes nothing). It
+/// reads the partitions of `since`'s day on, not the whole table.
+pub(crate) fn max_id_since_query(
+    client: &Client,
+    cfg: &ClickHouseConfig,
+    stored: u64,
+    since: u32,
+) -> clickhouse::query::Query {
+    client
+        .query(&format!(
+            "SELECT toUInt64(max(beacon_id)) FROM {}.{} WHERE source = ? AND beacon_id > ? AND time >= toDateTime(?)",
+            cfg.database,
+            schema::RAW,
+        ))
+        .bind(cfg.source.as_str())
+        .bind(stored)
+        .bind(since)
+}
+
 /// A query reading [`schema::RAW_ALL`]: with the filter pushed into its views (`samples_v5`), which 18.16 does only
 /// when asked (it would read the whole v5 raw table and filter the rows afterwards).
 pub(crate) fn read_raw(q: clickhouse::query::Query) -> clickhouse::query::Query {
@@ -390,6 +412,29 @@ pub fn generated_sql(cfg: &ClickHouseConfig) -> Vec<String> {
             .bind(cfg.source.as_str())
             .bind(10u64)
             .bind(20u64)
+            .sql_display()
+            .to_string(),
+    );
+    out.push(
+        max_id_since_query(&client, cfg, 10, 1_800_000_000)
+            .sql_display()
+            .to_string(),
+    );
+    out.push(
+        client
+            .query(&schema::rollup_marker_since_sql(cfg))
+            .bind(cfg.source.as_str())
+            .bind(1_800_000_000u32)
+            .sql_display()
+            .to_string(),
+    );
+    out.push(
+        client
+            .query(&schema::repair_rollup_since_sql(cfg))
+            .bind(cfg.source.as_str())
+            .bind(10u64)
+            .bind(20u64)
+            .bind(1_800_000_000u32)
             .sql_display()
             .to_string(),
     );

@@ -385,6 +385,30 @@ pub fn rollup_marker_sql(cfg: &ClickHouseConfig) -> String {
     )
 }
 
+/// [`repair_rollup_sql`] for rows received at or after a time (a fourth bind, Unix seconds): the repair after a failed
+/// insert, which knows that every row it has to roll up was received since then, reads the raw partitions of that
+/// day on instead of every one.
+pub fn repair_rollup_since_sql(cfg: &ClickHouseConfig) -> String {
+    format!(
+        "INSERT INTO {db}.{ROLLUP} ({ROLLUP_COLUMNS}) {select}",
+        db = cfg.database,
+        select = rollup_select(
+            &format!("{}.{RAW_ALL}", cfg.database),
+            " WHERE source = ? AND beacon_id > ? AND beacon_id <= ? AND time >= toDateTime(?)"
+        ),
+    )
+}
+
+/// [`rollup_marker_sql`] over the hours from one on (a second bind, Unix seconds): the largest id among the rollup
+/// rows of those hours, which is the rollup's largest id when every id above what is known to be rolled up was
+/// received in or after that hour.
+pub fn rollup_marker_since_sql(cfg: &ClickHouseConfig) -> String {
+    format!(
+        "SELECT toUInt64(maxMerge(max_id)) FROM {}.{ROLLUP} WHERE r_source = ? AND hour >= toDateTime(?)",
+        cfg.database
+    )
+}
+
 /// The physical tables whose partitions retention drops, with their retention in days (0 = forever).
 pub fn retained_tables(cfg: &ClickHouseConfig) -> Vec<(String, u32)> {
     let l = Layout {

@@ -369,15 +369,27 @@ fn attempt(
     cfg: ClickHouseConfig,
     mut batch: Batch,
     rollup: RollupWindow,
-    verify: bool,
+    verify: Option<Option<Known>>,
     m: Arc<SinkMonitor>,
 ) -> Attempt {
     Box::pin(async move {
         let mut verified = None;
-        if verify {
+        if let Some(known) = verify {
             let failed =
                 |e: String| Outcome::Failed(ErrorClass::Retry, format!("checking stored ids: {e}"));
-            match tokio::time::timeout(cfg.query_timeout, reconcile(&client, &cfg, &m)).await {
+            // What may be stored beyond what is known: this batch's rows (a failed attempt may have stored them) and
+            // the rows stored since the rollup last caught up.
+            let bound = known.map(|k| Bound {
+                stored: k.stored.max(m.stored_through()),
+                rolled: k.rolled,
+                since: batch
+                    .rows
+                    .iter()
+                    .map(|r| r.time)
+                    .fold(k.unrolled_since, u32::min),
+            });
+            match tokio::time::timeout(cfg.query_timeout, reconcile(&client, &cfg, &m, bound)).await
+            {
                 Ok(Ok(m)) => {
                     verified = Some(m);
                     batch.drop_through(m);
@@ -431,27 +443,95 @@ fn attempt(
     })
 }
 
+/// What the sink knows once its first check has run: later checks (after a failed insert) then read only the
+/// partitions that can hold their answer, not whole tables that grow with the retention. The start's check has no
+/// such knowledge and reads every raw table and the whole rollup.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    /// Every id at or below it is stored (or was refused as bad data).
+    stored: u64,
+    /// Every id at or below it is in the rollup (or was never stored).
+    rolled: u64,
+    /// The earliest receive time (Unix seconds) of the rows stored above `rolled`; `u32::MAX` when there are none.
+    unrolled_since: u32,
+}
+
+impl Known {
+    /// After a check: everything through `id` is stored and rolled up.
+    fn level(id: u64) -> Known {
+        Known {
+            stored: id,
+            rolled: id,
+            unrolled_since: u32::MAX,
+        }
+    }
+}
+
+/// The bounds of one check: every id through `stored` is stored, every id through `rolled` is rolled up, and every
+/// row that may be stored above `rolled` (this attempt's batch included) was received at or after `since`. Receive
+/// times are each row's own, so a clock that stepped back between batches cannot hide a row from the check.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    stored: u64,
+    rolled: u64,
+    since: u32,
+}
+
 /// After an uncertain insert: the largest id stored for the source, with the rollup brought level with the raw
-/// table first (the view may have missed the last block if the server stopped between the two writes).
+/// table first (the view may have missed the last block if the server stopped between the two writes). With a
+/// [`Bound`], it reads the raw partitions from the bound's day on and the rollup from its hour on.
 async fn reconcile(
     client: &Client,
     cfg: &ClickHouseConfig,
     m: &SinkMonitor,
+    bound: Option<Bound>,
 ) -> clickhouse::error::Result<u64> {
-    let raw_max = crate::max_id_query(client, cfg).fetch_one::<u64>().await?;
-    let rolled = client
-        .query(&crate::schema::rollup_marker_sql(cfg))
-        .bind(cfg.source.as_str())
-        .fetch_one::<u64>()
-        .await?;
+    let (raw_max, rolled) = match bound {
+        None => (
+            crate::max_id_query(client, cfg).fetch_one::<u64>().await?,
+            client
+                .query(&crate::schema::rollup_marker_sql(cfg))
+                .bind(cfg.source.as_str())
+                .fetch_one::<u64>()
+                .await?,
+        ),
+        // Nothing stored above what is rolled up, and no row in doubt.
+        Some(b) if b.since == u32::MAX => (b.stored, b.stored.max(b.rolled)),
+        Some(b) => (
+            crate::max_id_since_query(client, cfg, b.stored, b.since)
+                .fetch_one::<u64>()
+                .await?
+                .max(b.stored),
+            client
+                .query(&crate::schema::rollup_marker_since_sql(cfg))
+                .bind(cfg.source.as_str())
+                .bind(b.since / 3600 * 3600)
+                .fetch_one::<u64>()
+                .await?
+                .max(b.rolled),
+        ),
+    };
     if rolled < raw_max {
         tracing::warn!(source = %cfg.source, rolled, raw_max, "the rollup view missed a block; rolling it up from raw rows");
-        crate::read_raw(client.query(&crate::schema::repair_rollup_sql(cfg)))
-            .bind(cfg.source.as_str())
-            .bind(rolled)
-            .bind(raw_max)
-            .execute()
-            .await?;
+        match bound {
+            None => {
+                crate::read_raw(client.query(&crate::schema::repair_rollup_sql(cfg)))
+                    .bind(cfg.source.as_str())
+                    .bind(rolled)
+                    .bind(raw_max)
+                    .execute()
+                    .await?
+            }
+            Some(b) => {
+                crate::read_raw(client.query(&crate::schema::repair_rollup_since_sql(cfg)))
+                    .bind(cfg.source.as_str())
+                    .bind(rolled)
+                    .bind(raw_max)
+                    .bind(b.since)
+                    .execute()
+                    .await?
+            }
+        }
         m.rollup_repairs.fetch_add(1, Ordering::Relaxed);
     } else if rolled > raw_max {
         tracing::error!(source = %cfg.source, rolled, raw_max, "the rollup holds ids the raw table lacks; resent rows will be counted twice in hourly rollups");
@@ -603,6 +683,10 @@ async fn run(
     // reconciliation (which rolls them up from raw rows).
     let mut window = RollupWindow::default();
     let mut rollup_behind = false;
+    // Set by the first check; bounds every later one.
+    let mut known: Option<Known> = None;
+    // The attempt in flight carries the window taken when everything through this id was stored.
+    let mut inflight_rolls_through: Option<u64> = None;
 
     let backlog = |current: &Batch, sealed: &VecDeque<Batch>, inflight_rows: usize| {
         current.samples + sealed.iter().map(|b| b.samples).sum::<usize>() + inflight_rows
@@ -635,12 +719,14 @@ async fn run(
                 } else {
                     RollupWindow::default()
                 };
+                // The window holds the sums of every batch stored since the rollup last caught up.
+                inflight_rolls_through = (!rollup.is_empty()).then(|| m.stored_through());
                 inflight = Some(attempt(
                     client.clone(),
                     cfg.clone(),
                     b,
                     rollup,
-                    verify,
+                    verify.then_some(known),
                     m.clone(),
                 ));
             }
@@ -669,7 +755,10 @@ async fn run(
                 inflight = None;
                 inflight_rows = 0;
                 let (batch, verified, outcome, rollup_unsent) = done;
+                let rolls_through = inflight_rolls_through.take();
                 if let Some(v) = verified {
+                    // The check rolled up everything stored through `v`.
+                    known = Some(Known::level(v.max(known.map_or(0, |k| k.stored))));
                     rollup_behind = false;
                     m.advance(v);
                     if v > skip_through {
@@ -682,6 +771,15 @@ async fn run(
                 }
                 match outcome {
                     Outcome::Stored => {
+                        if let Some(k) = known.as_mut() {
+                            if let Some(through) = rolls_through {
+                                // The window went in: the rollup holds everything stored before this batch.
+                                k.rolled = k.rolled.max(through);
+                                k.unrolled_since = u32::MAX;
+                            }
+                            k.unrolled_since = batch.rows.iter().map(|r| r.time).fold(k.unrolled_since, u32::min);
+                            k.stored = k.stored.max(batch.max_id);
+                        }
                         window.add(&batch.rows);
                         if !batch.rows.is_empty() {
                             m.rows_inserted.fetch_add(batch.samples as u64, Ordering::Relaxed);

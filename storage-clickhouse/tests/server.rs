@@ -593,6 +593,76 @@ async fn a_failed_rollup_insert_is_rolled_up_from_the_raw_rows() {
     drop_db(&u.admin).await;
 }
 
+/// After the start's check, the checks that follow a failed insert read only the partitions that can hold their
+/// answer. Planted here, days in the past: a raw row and a rollup marker with an id far above anything stored, which
+/// no sink writes. A whole-table check would take that id as stored, drop every later beacon as a duplicate and find
+/// the rollup level, so it would repair nothing; the bounded checks do not read those partitions, so every beacon is
+/// stored and rolled up exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_after_a_failed_insert_read_only_the_partitions_that_can_hold_their_answer() {
+    let Some(url) = server_url() else { return };
+    let u = migrated(&url, "bounded").await;
+    let admin = ClickHouseStore::new(u.admin.clone()).unwrap();
+    let db = u.admin.database.clone();
+    let source = u.writer.source.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    // Each group spans two hours, so its rollup window is due at once.
+    let first = beacons(11, 300, 1, now - 3 * HOUR_MS, 2 * HOUR_MS);
+    // Ids step by two (as a spool's may): 1..=599, 601..=1199, 1201..=1799.
+    let second = beacons(12, 300, 601, now - 2 * HOUR_MS, 2 * HOUR_MS);
+    let third = beacons(13, 300, 1201, now - 2 * HOUR_MS, 2 * HOUR_MS);
+    let rolled =
+        format!("SELECT toUInt64(countMerge(samples)) FROM {db}.rollup_hourly WHERE r_site != ''");
+    let (tx, sink) = sink_with(&u.writer, &first).await;
+    let monitor = sink.monitor();
+    let want = samples(&first);
+    assert!(eventually(20, async || count(&admin, &rolled).await == want).await);
+
+    let old = (now / 1000 - 3 * 86_400) as u32;
+    for sql in [
+        format!(
+            "INSERT INTO {db}.raw_beacons_v5 (time, site, page, host, path, device, release, nav, source, beacon_id, \
+             s_metric, s_value, s_rating, s_bucket) SELECT toDateTime({old}), 'planted', '/', 'planted.example', '/', \
+             toUInt8(0), '', toUInt8(0), '{source}', toUInt64(1000000000000), emptyArrayUInt8(), \
+             emptyArrayFloat64(), emptyArrayUInt8(), emptyArrayUInt64()"
+        ),
+        format!(
+            "INSERT INTO {db}.rollup_hourly (hour, r_site, r_metric, r_page, r_device, r_release, r_nav, r_source, \
+             samples, good, ni, poor, hist, max_id) SELECT toDateTime({hour}), '', toUInt8(0), '', toUInt8(0), '', \
+             toUInt8(0), '{source}', countState(), sumState(toUInt64(0)), sumState(toUInt64(0)), \
+             sumState(toUInt64(0)), sumMapState([toUInt64(0)], [toUInt64(0)]), maxState(toUInt64(1000000000000))",
+            hour = old / 3600 * 3600
+        ),
+        // From here on every rollup insert fails, and each failure is followed by a check.
+        format!("DROP TABLE {db}.rollup_input_mv"),
+        format!("DROP TABLE {db}.rollup_input"),
+    ] {
+        admin.client().query(&sql).execute().await.unwrap();
+    }
+    for a in &second {
+        tx.send(a.clone()).await.unwrap();
+    }
+    assert!(eventually(20, async || monitor.health().retries > 0).await);
+    for a in &third {
+        tx.send(a.clone()).await.unwrap();
+    }
+    drop(tx);
+    sink.flush_and_stop(Duration::from_secs(30)).await.unwrap();
+    let h = monitor.health();
+    assert_eq!(h.stored_through, 1799, "{h:?}");
+    assert_eq!(h.duplicate_beacons, 0, "{h:?}");
+    assert!(h.rollup_repairs > 0, "{h:?}");
+    let all = samples(&first) + samples(&second) + samples(&third);
+    assert_eq!(
+        count(&admin, &format!("SELECT count() FROM {db}.samples_all")).await,
+        all
+    );
+    assert_eq!(count(&admin, &rolled).await, all);
+    let (r, w) = rollup_and_raw(&admin).await;
+    assert_eq!(r, w);
+    drop_db(&u.admin).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rows_are_dropped_and_counted_without_blocking_the_queue() {
     let Some(url) = server_url() else { return };
