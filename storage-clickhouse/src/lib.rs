@@ -341,6 +341,46 @@ pub(crate) fn max_id_since_query(
         .bind(since)
 }
 
+/// The largest id the rollup holds for the source; with `since` (Unix seconds), among the rows of that hour on only.
+pub(crate) fn rollup_marker_query(
+    client: &Client,
+    cfg: &ClickHouseConfig,
+    since: Option<u32>,
+) -> clickhouse::query::Query {
+    match since {
+        None => client
+            .query(&schema::rollup_marker_sql(cfg))
+            .bind(cfg.source.as_str()),
+        Some(s) => client
+            .query(&schema::rollup_marker_since_sql(cfg))
+            .bind(cfg.source.as_str())
+            .bind(s / 3600 * 3600),
+    }
+}
+
+/// Rolls up the source's raw rows with ids in `(rolled, through]`; with `since` (Unix seconds), from the raw
+/// partitions of that day on only (every such row was received since then).
+pub(crate) fn repair_rollup_query(
+    client: &Client,
+    cfg: &ClickHouseConfig,
+    rolled: u64,
+    through: u64,
+    since: Option<u32>,
+) -> clickhouse::query::Query {
+    let sql = match since {
+        None => schema::repair_rollup_sql(cfg),
+        Some(_) => schema::repair_rollup_since_sql(cfg),
+    };
+    let q = read_raw(client.query(&sql))
+        .bind(cfg.source.as_str())
+        .bind(rolled)
+        .bind(through);
+    match since {
+        None => q,
+        Some(s) => q.bind(s),
+    }
+}
+
 /// A query reading [`schema::RAW_ALL`]: with the filter pushed into its views (`samples_v5`), which 18.16 does only
 /// when asked (it would read the whole v5 raw table and filter the rows afterwards).
 pub(crate) fn read_raw(q: clickhouse::query::Query) -> clickhouse::query::Query {
@@ -399,42 +439,21 @@ pub fn generated_sql(cfg: &ClickHouseConfig) -> Vec<String> {
         schema::MIGRATIONS
     ));
     out.push(max_id_query(&client, cfg).sql_display().to_string());
-    out.push(
-        client
-            .query(&schema::rollup_marker_sql(cfg))
-            .bind(cfg.source.as_str())
-            .sql_display()
-            .to_string(),
-    );
-    out.push(
-        client
-            .query(&schema::repair_rollup_sql(cfg))
-            .bind(cfg.source.as_str())
-            .bind(10u64)
-            .bind(20u64)
-            .sql_display()
-            .to_string(),
-    );
+    // The checks' bounded forms with a bound after every sample row `.ci/chdb.sh` inserts (it checks their answers).
+    for since in [None, Some(1_800_000_000)] {
+        out.push(
+            rollup_marker_query(&client, cfg, since)
+                .sql_display()
+                .to_string(),
+        );
+        out.push(
+            repair_rollup_query(&client, cfg, 10, 20, since)
+                .sql_display()
+                .to_string(),
+        );
+    }
     out.push(
         max_id_since_query(&client, cfg, 10, 1_800_000_000)
-            .sql_display()
-            .to_string(),
-    );
-    out.push(
-        client
-            .query(&schema::rollup_marker_since_sql(cfg))
-            .bind(cfg.source.as_str())
-            .bind(1_800_000_000u32)
-            .sql_display()
-            .to_string(),
-    );
-    out.push(
-        client
-            .query(&schema::repair_rollup_since_sql(cfg))
-            .bind(cfg.source.as_str())
-            .bind(10u64)
-            .bind(20u64)
-            .bind(1_800_000_000u32)
             .sql_display()
             .to_string(),
     );

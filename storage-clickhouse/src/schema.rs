@@ -366,13 +366,17 @@ fn rollup_select_v2(raw: &str) -> String {
 /// Rolls up the raw rows of one source with ids in `(after, through]` (two binds, after the source) that a view
 /// missed, from either raw table, as the v3 view would have.
 pub fn repair_rollup_sql(cfg: &ClickHouseConfig) -> String {
+    repair_sql(
+        cfg,
+        " WHERE source = ? AND beacon_id > ? AND beacon_id <= ?",
+    )
+}
+
+fn repair_sql(cfg: &ClickHouseConfig, filter: &str) -> String {
     format!(
         "INSERT INTO {db}.{ROLLUP} ({ROLLUP_COLUMNS}) {select}",
         db = cfg.database,
-        select = rollup_select(
-            &format!("{}.{RAW_ALL}", cfg.database),
-            " WHERE source = ? AND beacon_id > ? AND beacon_id <= ?"
-        ),
+        select = rollup_select(&format!("{}.{RAW_ALL}", cfg.database), filter),
     )
 }
 
@@ -389,13 +393,9 @@ pub fn rollup_marker_sql(cfg: &ClickHouseConfig) -> String {
 /// insert, which knows that every row it has to roll up was received since then, reads the raw partitions of that
 /// day on instead of every one.
 pub fn repair_rollup_since_sql(cfg: &ClickHouseConfig) -> String {
-    format!(
-        "INSERT INTO {db}.{ROLLUP} ({ROLLUP_COLUMNS}) {select}",
-        db = cfg.database,
-        select = rollup_select(
-            &format!("{}.{RAW_ALL}", cfg.database),
-            " WHERE source = ? AND beacon_id > ? AND beacon_id <= ? AND time >= toDateTime(?)"
-        ),
+    repair_sql(
+        cfg,
+        " WHERE source = ? AND beacon_id > ? AND beacon_id <= ? AND time >= toDateTime(?)",
     )
 }
 

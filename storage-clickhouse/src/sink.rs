@@ -486,12 +486,11 @@ async fn reconcile(
     m: &SinkMonitor,
     bound: Option<Bound>,
 ) -> clickhouse::error::Result<u64> {
+    let since = bound.map(|b| b.since);
     let (raw_max, rolled) = match bound {
         None => (
             crate::max_id_query(client, cfg).fetch_one::<u64>().await?,
-            client
-                .query(&crate::schema::rollup_marker_sql(cfg))
-                .bind(cfg.source.as_str())
+            crate::rollup_marker_query(client, cfg, None)
                 .fetch_one::<u64>()
                 .await?,
         ),
@@ -502,10 +501,7 @@ async fn reconcile(
                 .fetch_one::<u64>()
                 .await?
                 .max(b.stored),
-            client
-                .query(&crate::schema::rollup_marker_since_sql(cfg))
-                .bind(cfg.source.as_str())
-                .bind(b.since / 3600 * 3600)
+            crate::rollup_marker_query(client, cfg, since)
                 .fetch_one::<u64>()
                 .await?
                 .max(b.rolled),
@@ -513,25 +509,9 @@ async fn reconcile(
     };
     if rolled < raw_max {
         tracing::warn!(source = %cfg.source, rolled, raw_max, "the rollup view missed a block; rolling it up from raw rows");
-        match bound {
-            None => {
-                crate::read_raw(client.query(&crate::schema::repair_rollup_sql(cfg)))
-                    .bind(cfg.source.as_str())
-                    .bind(rolled)
-                    .bind(raw_max)
-                    .execute()
-                    .await?
-            }
-            Some(b) => {
-                crate::read_raw(client.query(&crate::schema::repair_rollup_since_sql(cfg)))
-                    .bind(cfg.source.as_str())
-                    .bind(rolled)
-                    .bind(raw_max)
-                    .bind(b.since)
-                    .execute()
-                    .await?
-            }
-        }
+        crate::repair_rollup_query(client, cfg, rolled, raw_max, since)
+            .execute()
+            .await?;
         m.rollup_repairs.fetch_add(1, Ordering::Relaxed);
     } else if rolled > raw_max {
         tracing::error!(source = %cfg.source, rolled, raw_max, "the rollup holds ids the raw table lacks; resent rows will be counted twice in hourly rollups");
