@@ -6,7 +6,8 @@
 //! is always a prefix of what it was sent. That makes deduplication one query: before the first insert and before
 //! every retry the sink reads the largest stored id and drops rows at or below it (a batch whose insert timed out
 //! after the server committed it is then not sent twice; a spool replayed after a crash skips what the previous
-//! process stored).
+//! process stored). Only the first of these reads whole tables; the ones after a failure read from the earliest
+//! receive time of the rows in doubt on (`Known` below), so their cost does not grow with the retention.
 //!
 //! While inserts fail the sink keeps reading its channel until `max_backlog_rows` are held, then stops reading,
 //! so the caller's bounded channel fills and its backpressure applies; nothing is dropped while retrying. Rows
