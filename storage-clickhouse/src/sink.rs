@@ -381,7 +381,7 @@ fn attempt(
             // What may be stored beyond what is known: this batch's rows (a failed attempt may have stored them) and
             // the rows stored since the rollup last caught up.
             let bound = known.map(|k| Bound {
-                stored: k.stored.max(m.stored_through()),
+                stored: m.stored_through(),
                 rolled: k.rolled,
                 since: batch
                     .rows
@@ -444,13 +444,11 @@ fn attempt(
     })
 }
 
-/// What the sink knows once its first check has run: later checks (after a failed insert) then read only the
-/// partitions that can hold their answer, not whole tables that grow with the retention. The start's check has no
-/// such knowledge and reads every raw table and the whole rollup.
+/// What the sink knows once its first check has run (besides [`SinkMonitor::stored_through`]): later checks (after a
+/// failed insert) then read only the partitions that can hold their answer, not whole tables that grow with the
+/// retention. The start's check has no such knowledge and reads every raw table and the whole rollup.
 #[derive(Debug, Clone, Copy)]
 struct Known {
-    /// Every id at or below it is stored (or was refused as bad data).
-    stored: u64,
     /// Every id at or below it is in the rollup (or was never stored).
     rolled: u64,
     /// The earliest receive time (Unix seconds) of the rows stored above `rolled`; `u32::MAX` when there are none.
@@ -461,7 +459,6 @@ impl Known {
     /// After a check: everything through `id` is stored and rolled up.
     fn level(id: u64) -> Known {
         Known {
-            stored: id,
             rolled: id,
             unrolled_since: u32::MAX,
         }
@@ -739,7 +736,7 @@ async fn run(
                 let rolls_through = inflight_rolls_through.take();
                 if let Some(v) = verified {
                     // The check rolled up everything stored through `v`.
-                    known = Some(Known::level(v.max(known.map_or(0, |k| k.stored))));
+                    known = Some(Known::level(v));
                     rollup_behind = false;
                     m.advance(v);
                     if v > skip_through {
@@ -759,7 +756,6 @@ async fn run(
                                 k.unrolled_since = u32::MAX;
                             }
                             k.unrolled_since = batch.rows.iter().map(|r| r.time).fold(k.unrolled_since, u32::min);
-                            k.stored = k.stored.max(batch.max_id);
                         }
                         window.add(&batch.rows);
                         if !batch.rows.is_empty() {
