@@ -383,6 +383,7 @@ impl Spool {
             buf: Vec::new(),
             start: 0,
             watch: self.shared.written.subscribe(),
+            mark: Mark::default(),
             read_since_wake: 0,
             woke: Instant::now(),
         }
@@ -412,6 +413,14 @@ impl Spool {
             .stats
             .oldest_unstored_ms
             .store(oldest, Ordering::Relaxed);
+    }
+
+    /// When the oldest record after `seq` was appended (Unix ms), or `None` when every record is at or below `seq`:
+    /// how far the stage that stores the records lags behind the appends, without waiting for a checkpoint.
+    pub fn appended_after(&self, seq: u64) -> Option<u64> {
+        let times = self.shared.pending_times.lock().expect("spool lock");
+        let i = times.partition_point(|&(last, _)| last <= seq);
+        times.get(i).map(|&(_, t)| t)
     }
 
     /// Counters and gauges.
@@ -697,6 +706,10 @@ pub struct Reader {
     /// before a refill (draining the front per record moved the whole buffer for every record).
     start: usize,
     watch: watch::Receiver<Mark>,
+    /// The mark last read from `watch`, read again only once its records are all returned: the watch's lock, which
+    /// every append's publish takes too, is then taken once per run of records instead of once per record (a
+    /// reader on a low-priority thread preempted while holding it would stall an appending connection thread).
+    mark: Mark,
     /// Records returned since the last wake-up, and when that was: the rate that sizes the next wait.
     read_since_wake: u32,
     woke: Instant,
@@ -742,10 +755,13 @@ impl Reader {
 
     /// A record if one is readable now.
     fn try_next(&mut self) -> Result<Option<(u64, Vec<u8>)>, SpoolError> {
-        let mark = *self.watch.borrow();
-        if mark.last_seq <= self.after {
-            return Ok(None);
+        if self.mark.last_seq <= self.after {
+            self.mark = *self.watch.borrow();
+            if self.mark.last_seq <= self.after {
+                return Ok(None);
+            }
         }
+        let mark = self.mark;
         loop {
             if self.file.is_none() {
                 // The segment holding after+1: the last one whose first seq is at most that.

@@ -366,3 +366,40 @@ async fn a_dropped_leader_still_writes_the_batch() {
     );
     s.close();
 }
+
+#[tokio::test]
+async fn appended_after_tells_when_the_oldest_record_past_a_sequence_number_arrived() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path(), SpoolOptions::default(), 0).unwrap();
+    assert_eq!(s.appended_after(0), None, "nothing appended");
+    let before = chrono_ms();
+    let first = append(&s, payload(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let middle = chrono_ms();
+    let second = append(&s, payload(2)).await.unwrap();
+    let after = chrono_ms();
+    let t1 = s.appended_after(0).expect("record 1 is pending");
+    assert!(
+        (before..=middle).contains(&t1),
+        "{before} <= {t1} <= {middle}"
+    );
+    // Past the first record, the answer is the second's time, 30 ms or more later.
+    let t2 = s.appended_after(first).expect("record 2 is pending");
+    assert!(t2 >= t1 + 30 && t2 <= after, "{t1} then {t2} (<= {after})");
+    assert_eq!(
+        s.appended_after(second),
+        None,
+        "nothing past the last record"
+    );
+    // A checkpoint changes nothing about the answer for later records.
+    s.checkpoint(first);
+    assert_eq!(s.appended_after(first), Some(t2));
+    assert_eq!(s.appended_after(second), None);
+}
+
+fn chrono_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
