@@ -42,6 +42,10 @@ const RECV_RUN: usize = 16;
 /// Called with the duration of every successful store write (for the collector's latency histogram).
 pub type WriteObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
+/// Called first thing on the writer thread; what it returns is dropped as the thread ends (the collector registers
+/// the thread for its CPU priority this way).
+pub type ThreadHook = Arc<dyn Fn() -> Box<dyn std::any::Any> + Send + Sync>;
+
 /// Tunables of the embedded store.
 #[derive(Clone)]
 pub struct EmbeddedOptions {
@@ -56,6 +60,8 @@ pub struct EmbeddedOptions {
     /// Whether each flush pauses between slices of its work while it is young ([`pacer`]): on for a collector,
     /// whose connection threads share the CPUs; off for a bulk load with no one to yield to.
     pub pace_flushes: bool,
+    /// Run on the writer thread as it starts.
+    pub writer_thread_hook: Option<ThreadHook>,
 }
 
 impl Default for EmbeddedOptions {
@@ -66,6 +72,7 @@ impl Default for EmbeddedOptions {
             observe_write: None,
             parallel_queries: true,
             pace_flushes: true,
+            writer_thread_hook: None,
         }
     }
 }
@@ -140,6 +147,11 @@ impl EmbeddedStore {
         self.health.stored_through.load(Ordering::Relaxed)
     }
 
+    /// How often minute deltas are written.
+    pub fn flush_interval(&self) -> Duration {
+        self.options.flush_interval
+    }
+
     /// Writer health, for readiness and metrics.
     pub fn health(&self) -> Arc<WriterHealth> {
         self.health.clone()
@@ -156,7 +168,10 @@ impl EmbeddedStore {
         let options = self.options.clone();
         let thread = std::thread::Builder::new()
             .name("embedded-writer".into())
-            .spawn(move || writer_thread(conn, batches_rx, health, options))
+            .spawn(move || {
+                let _registered = options.writer_thread_hook.as_ref().map(|hook| hook());
+                writer_thread(conn, batches_rx, health, options)
+            })
             .map_err(|e| StoreError::Other(format!("cannot start writer thread: {e}")))?;
         let interval = self.options.flush_interval;
         let task = tokio::spawn(async move {
