@@ -10,6 +10,8 @@ use crate::recent::Recent;
 use crate::routes::{self, AppState, SharedState};
 use crate::security::auth::{require_token, AuthState};
 use crate::server::{self, ConnectionThreads, Limits, Placement};
+use crate::store_feed::StoreFeed;
+use crate::store_priority::StorePriority;
 use crate::telemetry::metrics::Metrics;
 
 use anyhow::Context;
@@ -43,6 +45,11 @@ pub struct Application {
     policy: PolicyHandle,
     metrics: Arc<Metrics>,
     config: Config,
+    /// The store's threads' CPU priority, and the governor that raises it while the store lags.
+    lane: Arc<StorePriority>,
+    governor: Option<tokio::task::JoinHandle<()>>,
+    /// The embedded store's replay and aggregation runtime (kept alive until the writer has stopped).
+    feed: Option<StoreFeed>,
 }
 
 impl Application {
@@ -58,7 +65,8 @@ impl Application {
             );
         }
         let metrics = Arc::new(Metrics::default());
-        let store = crate::storage_select::SelectedStore::open(&config, &metrics).await?;
+        let lane = StorePriority::new(config.store_priority);
+        let store = crate::storage_select::SelectedStore::open(&config, &metrics, &lane).await?;
         // The spool continues after the store's checkpoint; what it holds beyond that is replayed into the store.
         let stored_through = store.stored_through;
         let spool_dir = config.data_dir.join("spool");
@@ -81,9 +89,36 @@ impl Application {
             );
         }
         let (to_store, rx) = tokio::sync::mpsc::channel(WRITER_QUEUE);
-        let writer = store.spawn_writer(rx)?;
-        let replayer =
-            crate::intake::spawn_replayer(&spool, stored_through, to_store, metrics.clone());
+        // The embedded store's replay and aggregation run on the store-feed thread, at the lane's priority; the
+        // ClickHouse sink's on the main runtime.
+        let feed = if store.is_embedded() {
+            Some(StoreFeed::start(&lane).context("cannot start the store-feed thread")?)
+        } else {
+            None
+        };
+        let (writer, replayer) = {
+            let _entered = feed.as_ref().map(|f| f.handle().enter());
+            let writer = store.spawn_writer(rx)?;
+            let replayer =
+                crate::intake::spawn_replayer(&spool, stored_through, to_store, metrics.clone());
+            (writer, replayer)
+        };
+        let governor = if feed.is_some() {
+            let (spool, health) = (spool.clone(), store.health.clone());
+            lane.spawn_governor(
+                store.flush_interval(),
+                move || {
+                    let stored = health.stored_through.load(Ordering::Relaxed);
+                    spool.appended_after(stored).map_or(Duration::ZERO, |t| {
+                        let now = chrono::Utc::now().timestamp_millis() as u64;
+                        Duration::from_millis(now.saturating_sub(t))
+                    })
+                },
+                metrics.clone(),
+            )
+        } else {
+            None
+        };
         let store_health = store.health.clone();
         let health = store_health.clone();
         crate::intake::spawn_checkpointer(
@@ -161,6 +196,9 @@ impl Application {
             policy,
             metrics,
             config,
+            lane,
+            governor,
+            feed,
         })
     }
 
@@ -241,6 +279,11 @@ impl Application {
         // No handler runs any more. Close the spool (what was appended is written and synced), let the replayer read
         // it to the end into the store, and let the writer flush and stop.
         tracing::info!("draining and flushing");
+        // Drain at normal priority: nothing else is left to yield to.
+        if let Some(g) = &self.governor {
+            g.abort();
+        }
+        self.lane.set_raised(true);
         let spool = self.spool.clone();
         let (replayer, writer) = (self.replayer, self.writer);
         let flush_deadline = tokio::time::Instant::now() + timeout;
@@ -254,6 +297,7 @@ impl Application {
         .await;
         self.spool
             .checkpoint(self.store_health.stored_through.load(Ordering::Relaxed));
+        drop(self.feed);
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         match flushed {

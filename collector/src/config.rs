@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::store_priority::StorePriorityMode;
+
 /// The fieldvitals collector.
 #[derive(Debug, Parser)]
 #[command(
@@ -112,6 +114,12 @@ pub struct Config {
     /// Day rows of the embedded store older than this are deleted (0 keeps them forever).
     #[arg(long, env = "FIELDVITALS_RETENTION_DAYS", default_value_t = 400)]
     pub retention_days: u32,
+    /// CPU priority of the embedded store's background work (spool replay, aggregation, writes): `idle` runs it at
+    /// Linux's SCHED_IDLE, raised to normal whenever the oldest unstored beacon is older than two flush intervals,
+    /// so it never delays a beacon's answer (needs CAP_SYS_NICE or RLIMIT_NICE 20 to raise it back; without them it
+    /// stays normal); `normal` always runs it at normal priority.
+    #[arg(long, env = "FIELDVITALS_STORE_PRIORITY", value_enum, default_value_t = StorePriorityMode::Idle)]
+    pub store_priority: StorePriorityMode,
     /// ClickHouse storage (selected by --clickhouse-url).
     #[command(flatten)]
     pub clickhouse: crate::storage_select::ClickHouseArgs,
@@ -142,6 +150,7 @@ impl Config {
             spool_fsync_ms: 5,
             shutdown_timeout_secs: 30,
             retention_days: 400,
+            store_priority: StorePriorityMode::Idle,
             clickhouse: crate::storage_select::ClickHouseArgs::default(),
         }
     }
@@ -162,6 +171,7 @@ pub fn show(config: &Config) -> anyhow::Result<String> {
     out += &format!("log_format = \"{:?}\"\n", config.log_format).to_lowercase();
     out += &format!("spool_max_bytes = {}\n", config.spool_max_bytes);
     out += &format!("spool_fsync_ms = {}\n", config.spool_fsync_ms);
+    out += &format!("store_priority = \"{}\"\n", config.store_priority.as_str());
     out += &format!("shutdown_timeout_secs = {}\n", config.shutdown_timeout_secs);
     out += &format!("header_timeout_secs = {}\n", config.header_timeout_secs);
     out += &format!("connection_threads = {}\n", config.connection_threads);

@@ -8,6 +8,7 @@
 //! `FIELDVITALS_CLICKHOUSE_PASSWORD` or `--clickhouse-password-file`, never from a flag value, and is never logged.
 
 use crate::config::Config;
+use crate::store_priority::StorePriority;
 use crate::telemetry::metrics::Metrics;
 use anyhow::Context;
 use clap::Args;
@@ -382,15 +383,24 @@ fn mirror(m: &SinkMonitor, h: &WriterHealth) {
 
 impl SelectedStore {
     /// Opens the store the configuration selects.
-    pub async fn open(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<SelectedStore> {
+    /// The embedded store's writer thread registers with `lane` for its CPU priority.
+    pub async fn open(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        lane: &Arc<StorePriority>,
+    ) -> anyhow::Result<SelectedStore> {
         match config.clickhouse.store_config(&config.data_dir)? {
             None => {
                 let observed = metrics.clone();
+                let lane = lane.clone();
                 let store = EmbeddedStore::open(
                     &config.data_dir,
                     EmbeddedOptions {
                         day_retention_days: config.retention_days,
                         observe_write: Some(Arc::new(move |d| observed.store_write.observe(d))),
+                        writer_thread_hook: Some(Arc::new(move || {
+                            Box::new(lane.register_current()) as Box<dyn std::any::Any>
+                        })),
                         ..EmbeddedOptions::default()
                     },
                 )
@@ -423,6 +433,19 @@ impl SelectedStore {
                     kind: Kind::ClickHouse(Box::new(store)),
                 })
             }
+        }
+    }
+
+    /// Whether this is the embedded store (whose replay and aggregation run on the store-feed thread).
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.kind, Kind::Embedded(_))
+    }
+
+    /// The embedded store's flush interval (the store lag's yardstick); ClickHouse's sink flushes on its own terms.
+    pub fn flush_interval(&self) -> Duration {
+        match &self.kind {
+            Kind::Embedded(store) => store.flush_interval(),
+            Kind::ClickHouse(_) => Duration::from_secs(1),
         }
     }
 

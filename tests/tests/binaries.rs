@@ -178,6 +178,98 @@ async fn the_collector_runs_without_transparent_huge_pages() {
     assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
 }
 
+/// Scheduling policy (0 normal, 5 idle) of each of a process's threads, by thread name.
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(t.join("comm")),
+            std::fs::read_to_string(t.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        // Fields after the name's closing parenthesis start at field 3; the policy is field 41.
+        let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        out.push((comm.trim().to_string(), rest[41 - 3].parse().unwrap()));
+    }
+    out
+}
+
+/// The embedded store's threads run at idle CPU priority, where the collector may raise them back (it probes at
+/// start-up; this test probes the same way, as the same user), and the request path at normal priority; with
+/// `--store-priority normal` nothing is lowered. Beacons are stored either way.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_threads_run_at_idle_priority_and_the_request_path_at_normal() {
+    use collector::store_priority::{StorePriority, StorePriorityMode};
+    let lowering = StorePriority::new(StorePriorityMode::Idle).lowering();
+    let (_d, dir) = tempdir();
+    for (mode, lowered) in [("idle", lowering), ("normal", false)] {
+        let data = dir.join(mode);
+        let (mut child, base) = spawn_collector_bin(&data, &["--store-priority", mode]).await;
+        let policies = thread_policies(child.id().expect("running"));
+        for name in ["store-feed", "embedded-writer"] {
+            let got: Vec<i64> = policies
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|p| p.1)
+                .collect();
+            assert_eq!(
+                got,
+                [if lowered { 5 } else { 0 }],
+                "{mode}: {name} in {policies:?}"
+            );
+        }
+        for (name, policy) in &policies {
+            if name.starts_with("connections-")
+                || name == "tokio-rt-worker"
+                || name == "spool-syncer"
+            {
+                assert_eq!(*policy, 0, "{mode}: {name} runs at normal priority");
+            }
+        }
+        assert!(policies.iter().any(|(n, _)| n.starts_with("connections-")));
+        let client = reqwest::Client::new();
+        for i in 0..20 {
+            let body = beacon_json(
+                "prio",
+                &format!("https://prio.example/p{i}"),
+                None,
+                "navigate",
+                &[("LCP", 1000.0 + i as f64)],
+            );
+            let r = client
+                .post(format!("{base}/v1/beacon"))
+                .header("user-agent", DESKTOP_UA)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 204);
+        }
+        let mut n = 0;
+        for _ in 0..100 {
+            let v: serde_json::Value = client
+                .get(format!("{base}/v1/p75?site=prio&metric=LCP"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            n = v["rows"][0]["n"].as_u64().unwrap_or(0);
+            if n == 20 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(n, 20, "{mode}: stored and queryable");
+        child.kill().await.unwrap();
+    }
+}
+
 #[test]
 fn collector_refuses_bad_flags_and_a_port_in_use() {
     let out = Command::new(bin_path("collector"))

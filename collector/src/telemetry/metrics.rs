@@ -18,6 +18,8 @@
 //! | `fieldvitals_spool_records_skipped_total` | counter | – |
 //! | `fieldvitals_spool_records_appended_total`, `fieldvitals_spool_writes_total` | counter | – |
 //! | `fieldvitals_spool_bytes`, `fieldvitals_spool_segments`, `fieldvitals_spool_oldest_unstored_age_seconds` | gauge | – |
+//! | `fieldvitals_store_priority_idle` | gauge | – |
+//! | `fieldvitals_store_priority_raised_total` | counter | – |
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -240,6 +242,10 @@ pub struct Metrics {
     pub spool_records_appended: AtomicU64,
     /// `write` calls that appended them (records per write = how well appends are gathered).
     pub spool_writes: AtomicU64,
+    /// 1 while the store's threads run at idle priority ([`crate::store_priority`]).
+    pub store_priority_idle: AtomicU64,
+    /// Times they were raised to normal priority because the store lagged.
+    pub store_priority_raised: AtomicU64,
 }
 
 impl Metrics {
@@ -381,6 +387,18 @@ impl Metrics {
             "fieldvitals_spool_oldest_unstored_age_seconds",
             "Age of the oldest accepted beacon not yet stored.",
             load(&self.spool_oldest_unstored_ms) as f64 / 1000.0,
+        );
+        gauge(
+            &mut o,
+            "fieldvitals_store_priority_idle",
+            "1 while the store's background threads run at idle CPU priority.",
+            load(&self.store_priority_idle) as f64,
+        );
+        counter(
+            &mut o,
+            "fieldvitals_store_priority_raised_total",
+            "Times the store's threads were raised to normal priority because the oldest unstored beacon got old.",
+            load(&self.store_priority_raised),
         );
         o
     }
