@@ -115,7 +115,7 @@ pub struct Config {
     #[arg(long, env = "FIELDVITALS_RETENTION_DAYS", default_value_t = 400)]
     pub retention_days: u32,
     /// CPU priority of the embedded store's background work (spool replay, aggregation, writes): `idle` runs it at
-    /// Linux's SCHED_IDLE, raised to normal whenever the oldest unstored beacon is older than two flush intervals,
+    /// Linux's SCHED_IDLE, raised to normal whenever the oldest unstored beacon is older than 1.5 flush intervals,
     /// so it never delays a beacon's answer (needs CAP_SYS_NICE or RLIMIT_NICE 20 to raise it back; without them it
     /// stays normal); `normal` always runs it at normal priority.
     #[arg(long, env = "FIELDVITALS_STORE_PRIORITY", value_enum, default_value_t = StorePriorityMode::Idle)]
