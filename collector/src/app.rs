@@ -103,10 +103,10 @@ impl Application {
                 crate::intake::spawn_replayer(&spool, stored_through, to_store, metrics.clone());
             (writer, replayer)
         };
-        let governor = if feed.is_some() {
+        let governor = if let (Some(_), Some(interval)) = (&feed, store.flush_interval()) {
             let (spool, health) = (spool.clone(), store.health.clone());
             lane.spawn_governor(
-                store.flush_interval(),
+                interval,
                 move || {
                     let stored = health.stored_through.load(Ordering::Relaxed);
                     spool.appended_after(stored).map_or(Duration::ZERO, |t| {

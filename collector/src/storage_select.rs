@@ -398,6 +398,9 @@ impl SelectedStore {
                     EmbeddedOptions {
                         day_retention_days: config.retention_days,
                         observe_write: Some(Arc::new(move |d| observed.store_write.observe(d))),
+                        // At idle priority the kernel yields the writer's CPU to the request path at once; pausing
+                        // as well would only stretch each flush (and its beacons' wait) past the governor's limit.
+                        pace_flushes: !lane.lowering(),
                         writer_thread_hook: Some(Arc::new(move || {
                             Box::new(lane.register_current()) as Box<dyn std::any::Any>
                         })),
@@ -441,11 +444,12 @@ impl SelectedStore {
         matches!(self.kind, Kind::Embedded(_))
     }
 
-    /// The embedded store's flush interval (the store lag's yardstick); ClickHouse's sink flushes on its own terms.
-    pub fn flush_interval(&self) -> Duration {
+    /// The embedded store's flush interval (the yardstick of its lag); `None` for ClickHouse, whose sink flushes on
+    /// its own terms.
+    pub fn flush_interval(&self) -> Option<Duration> {
         match &self.kind {
-            Kind::Embedded(store) => store.flush_interval(),
-            Kind::ClickHouse(_) => Duration::from_secs(1),
+            Kind::Embedded(store) => Some(store.flush_interval()),
+            Kind::ClickHouse(_) => None,
         }
     }
 
