@@ -58,7 +58,8 @@ pub struct EmbeddedOptions {
     /// Whether queries over a day or more read and merge on two threads.
     pub parallel_queries: bool,
     /// Whether each flush pauses between slices of its work while it is young ([`pacer`]): on for a collector,
-    /// whose connection threads share the CPUs; off for a bulk load with no one to yield to.
+    /// whose connection threads share the CPUs (unless the writer runs at idle CPU priority, which yields at once);
+    /// off for a bulk load with no one to yield to.
     pub pace_flushes: bool,
     /// Run on the writer thread as it starts.
     pub writer_thread_hook: Option<ThreadHook>,
