@@ -3,8 +3,8 @@
 //! Data path: the spool replay, the aggregation into minute deltas (both on the store-feed thread's runtime) and the
 //! embedded store's writer thread register here. On Linux they then run at `SCHED_IDLE`: a connection thread woken
 //! by a beacon preempts them at once, where at equal priority it waits for the running thread's scheduler slice (on
-//! the two-core bench host at 40,000 beacons/s that wait set the p99 of a beacon's answer: 2.4–4.3 ms with the store's
-//! threads at normal priority, 1.3–1.9 ms at idle, docs/benchmarks.md). Idle priority alone would starve the store on a
+//! the two-core bench host at 40,000 beacons/s that wait set the p99 of a beacon's answer: 3.1–4.3 ms with the store's
+//! threads at normal priority, 1.3–1.9 ms at idle, in four pairs; docs/benchmarks.md). Idle priority alone would starve the store on a
 //! saturated machine, so a governor on the main runtime raises the threads to normal priority whenever the oldest
 //! accepted beacon not yet stored is older than one and a half flush intervals, and lowers them again once it is
 //! younger than one: accepted beacons are never left behind for long (at the maximum rate they are queryable within
