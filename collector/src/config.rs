@@ -171,7 +171,7 @@ pub fn show(config: &Config) -> anyhow::Result<String> {
     out += &format!("log_format = \"{:?}\"\n", config.log_format).to_lowercase();
     out += &format!("spool_max_bytes = {}\n", config.spool_max_bytes);
     out += &format!("spool_fsync_ms = {}\n", config.spool_fsync_ms);
-    out += &format!("store_priority = \"{}\"\n", config.store_priority.as_str());
+    out += &format!("store_priority = \"{:?}\"\n", config.store_priority).to_lowercase();
     out += &format!("shutdown_timeout_secs = {}\n", config.shutdown_timeout_secs);
     out += &format!("header_timeout_secs = {}\n", config.header_timeout_secs);
     out += &format!("connection_threads = {}\n", config.connection_threads);

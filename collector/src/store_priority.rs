@@ -31,16 +31,6 @@ pub enum StorePriorityMode {
     Normal,
 }
 
-impl StorePriorityMode {
-    /// The flag's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StorePriorityMode::Idle => "idle",
-            StorePriorityMode::Normal => "normal",
-        }
-    }
-}
-
 /// The registered store threads and the priority they run at.
 pub struct StorePriority {
     /// Whether threads are lowered at all (mode `idle` and the probe succeeded).
