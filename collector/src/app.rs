@@ -125,6 +125,7 @@ impl Application {
             spool.clone(),
             move || health.stored_through.load(Ordering::Relaxed),
             metrics.clone(),
+            feed.as_ref().map(|f| f.handle().clone()),
         );
         let intake = Intake::new(spool.clone());
         let state = AppState::new(SharedState {

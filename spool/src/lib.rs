@@ -148,6 +148,8 @@ struct Shared {
     /// Append times of records not yet checkpointed, coarse (one entry per millisecond of appends), for the
     /// oldest-age gauge.
     pending_times: Mutex<std::collections::VecDeque<(u64, u64)>>,
+    /// `active.segment`, readable without the append lock.
+    active_segment: AtomicU64,
 }
 
 /// How far the log is written.
@@ -227,6 +229,7 @@ impl Spool {
             finished: AtomicBool::new(false),
             sync_leader: tokio::sync::Mutex::new(()),
             pending_times: Mutex::default(),
+            active_segment: AtomicU64::new(active_first),
         });
         segments::refresh_stats(&shared.dir, &shared.stats);
         let syncer = if options.fsync_interval.is_zero() {
@@ -390,20 +393,23 @@ impl Spool {
     }
 
     /// Everything up to `seq` is durably stored downstream: segments holding nothing newer are deleted.
+    /// [`Spool::mark_stored`] then [`Spool::delete_stored`].
     pub fn checkpoint(&self, seq: u64) {
+        self.mark_stored(seq);
+        self.delete_stored();
+    }
+
+    /// Records that everything up to `seq` is stored (the age gauge moves on); returns whether that is news.
+    /// Cheap: it takes no lock the appends hold for more than a moment, and deletes nothing.
+    pub fn mark_stored(&self, seq: u64) -> bool {
         let prev = self
             .shared
             .stats
             .checkpoint
             .fetch_max(seq, Ordering::Relaxed);
         if seq <= prev {
-            return;
+            return false;
         }
-        let active = self.shared.active.lock().expect("spool lock").segment;
-        if let Err(e) = segments::delete_through(&self.shared.dir, seq, active) {
-            tracing::warn!(error = %e, "spool: could not delete stored segments; will retry");
-        }
-        segments::refresh_stats(&self.shared.dir, &self.shared.stats);
         let mut times = self.shared.pending_times.lock().expect("spool lock");
         while times.front().is_some_and(|&(s, _)| s <= seq) {
             times.pop_front();
@@ -413,6 +419,20 @@ impl Spool {
             .stats
             .oldest_unstored_ms
             .store(oldest, Ordering::Relaxed);
+        true
+    }
+
+    /// Deletes the segments that hold nothing after the recorded checkpoint, and recounts what is on disk.
+    ///
+    /// Slow next to an append (unlinking a 32 MiB segment frees its page cache: ~3 ms of kernel CPU), and it takes
+    /// no lock the appends take, so it may run on a thread of low CPU priority without ever holding them up.
+    pub fn delete_stored(&self) {
+        let seq = self.shared.stats.checkpoint.load(Ordering::Relaxed);
+        let active = self.shared.active_segment.load(Ordering::Relaxed);
+        if let Err(e) = segments::delete_through(&self.shared.dir, seq, active) {
+            tracing::warn!(error = %e, "spool: could not delete stored segments; will retry");
+        }
+        segments::refresh_stats(&self.shared.dir, &self.shared.stats);
     }
 
     /// When the oldest record after `seq` was appended (Unix ms), or `None` when every record is at or below `seq`:
@@ -601,6 +621,7 @@ fn roll(shared: &Shared, a: &mut Active) -> Result<(), SpoolError> {
     a.retired.push(old);
     a.dir_dirty = true;
     a.segment = a.next_seq;
+    shared.active_segment.store(a.segment, Ordering::Relaxed);
     a.len = 0;
     segments::refresh_stats(&shared.dir, &shared.stats);
     Ok(())
