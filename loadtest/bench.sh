@@ -117,7 +117,7 @@ start_collector() { # $1 data dir, then extra flags; sets CPID
 slow_summary() { # $1 run name
   note "$1: $(python3 - "$OUT/$1.slow" "$OUT/$1.json" "$WARMUP" <<'PY'
 import json, sys
-rows = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+rows = [tuple(map(float, l.split()[:2])) for l in open(sys.argv[1]) if l.strip()]
 run = json.load(open(sys.argv[2]))["run"]
 n = run["completed"] - run.get("warmup_requests", 0)
 first = float(sys.argv[3]) * 1000 + 100

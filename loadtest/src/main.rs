@@ -96,7 +96,7 @@ enum Cmd {
         #[arg(long, default_value_t = 500_000)]
         pool: u64,
         /// Write every beacon at least --slow-ms slow to this file, one line each: the intended send time (ms from
-        /// the start) and the latency (ms), to place a tail in time.
+        /// the start), the latency and the service time (ms, from the actual send), to place a tail in time.
         #[arg(long)]
         slow_log: Option<PathBuf>,
         /// Seconds at the start of the run whose beacons are sent and counted (and verified) but left out of the
@@ -307,11 +307,12 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let outcome = run(w.clone(), &cfg).await?;
             if let Some(path) = &slow_log {
                 let mut text = String::with_capacity(outcome.slow.len() * 16);
-                for (at, lat) in &outcome.slow {
+                for (at, lat, service) in &outcome.slow {
                     text.push_str(&format!(
-                        "{:.3} {:.3}\n",
+                        "{:.3} {:.3} {:.3}\n",
                         at.as_secs_f64() * 1000.0,
-                        lat.as_secs_f64() * 1000.0
+                        lat.as_secs_f64() * 1000.0,
+                        service.as_secs_f64() * 1000.0
                     ));
                 }
                 std::fs::write(path, text)

@@ -84,8 +84,10 @@ pub struct RunOutcome {
     pub cpu: Duration,
     /// Requests in the warm-up ([`RunConfig::warmup`]), left out of the latency figures.
     pub warmup_requests: u64,
-    /// The beacons at least [`RunConfig::slow_from`] slow: (intended send, from the start; latency), in send order.
-    pub slow: Vec<(Duration, Duration)>,
+    /// The beacons at least [`RunConfig::slow_from`] slow: (intended send, from the start; latency; service time),
+    /// in send order. A latency well above the service time is a beacon that waited before it was sent: for a free
+    /// connection (the server was behind) or for the generator itself.
+    pub slow: Vec<(Duration, Duration, Duration)>,
     /// Page-view indices of accepted beacons (204 from a collector, 200 from ClickHouse), sorted; a page view sent
     /// twice appears twice.
     pub accepted: Vec<u64>,
@@ -356,7 +358,7 @@ pub fn clickhouse_rows(w: &Workload, v: &PageView, ts_ms: i64) -> String {
 struct WorkerResult {
     warmup: u64,
     latency: Histogram<u64>,
-    slow: Vec<(Duration, Duration)>,
+    slow: Vec<(Duration, Duration, Duration)>,
     service: Histogram<u64>,
     statuses: BTreeMap<u16, u64>,
     accepted: Vec<u64>,
@@ -416,12 +418,14 @@ async fn worker(
             r.warmup += 1;
         } else {
             let lat = done.duration_since(from);
+            let service = done.duration_since(started);
             r.latency.saturating_record((lat.as_micros() as u64).max(1));
             if shared.slow_from.is_some_and(|s| lat >= s) {
-                r.slow.push((from.saturating_duration_since(start), lat));
+                r.slow
+                    .push((from.saturating_duration_since(start), lat, service));
             }
             r.service
-                .saturating_record((done.duration_since(started).as_micros() as u64).max(1));
+                .saturating_record((service.as_micros() as u64).max(1));
         }
         *r.statuses.entry(status).or_default() += 1;
         if status == ok_status {

@@ -1,4 +1,4 @@
-//! `loadtest run --slow-log` (every beacon at least `--slow-ms` slow, with its intended send time) and `--warmup`,
+//! `loadtest run --slow-log` (every beacon at least `--slow-ms` slow, with its intended send time and service time) and `--warmup`,
 //! against the real bench sink over loopback.
 
 mod common;
@@ -67,8 +67,11 @@ fn run(
         .unwrap()
         .lines()
         .map(|l| {
-            let (a, b) = l.split_once(' ').expect("two fields");
-            (a.parse().unwrap(), b.parse().unwrap())
+            let f: Vec<f64> = l.split(' ').map(|x| x.parse().unwrap()).collect();
+            assert_eq!(f.len(), 3, "due, latency, service: {l}");
+            // Latency runs from the due time or the send, whichever came first: never less than the service time.
+            assert!(f[2] > 0.0 && f[2] <= f[1], "{l}");
+            (f[0], f[1])
         })
         .collect();
     (json, lines)
