@@ -60,13 +60,16 @@ struct Ring {
 }
 
 impl Ring {
-    /// Keeps `kept` (`n` samples), dropping the oldest beacons past [`PER_SITE`] samples.
-    fn push(&mut self, kept: Kept, n: usize) {
-        self.beacons.push_back(Arc::new(kept));
+    /// Keeps `kept` (`n` samples), moving the oldest beacons past [`PER_SITE`] samples to `evicted`.
+    fn push(&mut self, kept: Arc<Kept>, n: usize, evicted: &mut Vec<Arc<Kept>>) {
+        self.beacons.push_back(kept);
         self.samples += n;
         while self.samples > PER_SITE {
             match self.beacons.pop_front() {
-                Some(old) => self.samples -= old.accepted.beacon.metrics.len(),
+                Some(old) => {
+                    self.samples -= old.accepted.beacon.metrics.len();
+                    evicted.push(old);
+                }
                 None => break,
             }
         }
@@ -106,10 +109,17 @@ impl Recent {
                 body: None,
             }
         };
+        // Both connection threads push here: the lock is held for the ring's bookkeeping only. The allocation is
+        // made before it and the evicted beacons are freed after it (a connection thread that waited on this lock
+        // while the other was preempted inside it waited for milliseconds).
+        let kept = Arc::new(kept);
+        let mut evicted = Vec::new();
         let mut sites = self.sites.lock().expect("recent lock");
         // One hash lookup for a known site (the map keeps SipHash: site names come from the internet).
         if let Some(ring) = sites.get_mut(kept.accepted.beacon.site.as_str()) {
-            ring.push(kept, n);
+            ring.push(kept, n, &mut evicted);
+            drop(sites);
+            drop(evicted);
             return;
         }
         if sites.len() >= MAX_SITES {
@@ -118,7 +128,7 @@ impl Recent {
         // The site's name is allocated once, when the site is first seen.
         let mut ring = Ring::default();
         let name = kept.accepted.beacon.site.as_str().to_string();
-        ring.push(kept, n);
+        ring.push(kept, n, &mut evicted);
         sites.insert(name, ring);
     }
 
