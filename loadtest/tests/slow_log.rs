@@ -1,5 +1,5 @@
-//! `loadtest run --slow-log` (every beacon at least `--slow-ms` slow, with its intended send time and service time) and `--warmup`,
-//! against the real bench sink over loopback.
+//! `loadtest run --slow-log` (every beacon at least `--slow-ms` slow, with its intended send time and service time)
+//! and `--warmup`, against the real bench sink over loopback.
 
 mod common;
 
