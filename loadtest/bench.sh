@@ -138,6 +138,12 @@ PY
 )"
 }
 
+# How often the collector's governor has raised the store's threads to normal priority so far (at normal priority they
+# compete with the request path for the CPU): a half-rate run is read with it.
+store_raises() { # $1 run name
+  note "$1: store threads raised to normal priority $(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^fieldvitals_store_priority_raised_total/ {print $2}') times since the collector started"
+}
+
 # The p99 of (2) at half rate over every beacon timed in the runs named (their slow logs list each beacon of 1 ms or
 # more): one run's p99 moves by more than the gap to 2 ms from one minute to the next here, so the figure reported is
 # the p99 of all their beacons together, with each run's own.
@@ -353,11 +359,13 @@ for step in $STEPS; do
     SERVER_PID=$CPID lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" --site-prefix half --verify \
       --slow-log "$OUT/collector-half.slow" --slow-ms 1
     slow_summary collector-half
+    store_raises collector-half
     HALF_NAMES=(collector-half)
     for i in $(seq 2 "$HALF_RUNS"); do
       SERVER_PID=$CPID lt_run "collector-half-$i" --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" --site-prefix "half$i" \
         --slow-log "$OUT/collector-half-$i.slow" --slow-ms 1
       slow_summary "collector-half-$i"
+      store_raises "collector-half-$i"
       HALF_NAMES+=("collector-half-$i")
     done
     pooled_p99 "${HALF_NAMES[@]}"
