@@ -95,13 +95,21 @@ pub fn recover(dir: &Path) -> std::io::Result<Scan> {
 
 /// Deletes every segment all of whose records are at most `seq` (never the active one).
 pub fn delete_through(dir: &Path, seq: u64, active: u64) -> std::io::Result<()> {
-    let firsts = list(dir)?;
+    delete_listed(dir, &list(dir)?, seq, active)
+}
+
+/// [`delete_through`] over a listing of `dir` that may be out of date by the time a file is removed.
+fn delete_listed(dir: &Path, firsts: &[u64], seq: u64, active: u64) -> std::io::Result<()> {
     let mut deleted = false;
     for w in firsts.windows(2) {
         // Segment w[0] holds seqs below w[1].
         if w[1] <= seq + 1 && w[0] != active {
-            std::fs::remove_file(path(dir, w[0]))?;
-            deleted = true;
+            match std::fs::remove_file(path(dir, w[0])) {
+                Ok(()) => deleted = true,
+                // Another deleter got there first (the shutdown's last checkpoint beside the periodic one).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     if deleted {
@@ -120,4 +128,23 @@ pub fn refresh_stats(dir: &Path, stats: &SpoolStats) {
         .sum();
     stats.bytes.store(bytes, Ordering::Relaxed);
     stats.segments.store(firsts.len() as u64, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deleting_what_another_deleter_already_deleted_is_not_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        for first in [1u64, 11, 21] {
+            std::fs::write(path(d.path(), first), b"x").unwrap();
+        }
+        let listed = list(d.path()).unwrap();
+        // Between the listing and the removal, another deleter removed segment 1.
+        std::fs::remove_file(path(d.path(), 1)).unwrap();
+        // Records up to 20 stored: segments 1 and 11 go, 21 (the active one) stays.
+        delete_listed(d.path(), &listed, 20, 21).unwrap();
+        assert_eq!(list(d.path()).unwrap(), vec![21]);
+    }
 }
