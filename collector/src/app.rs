@@ -108,11 +108,10 @@ impl Application {
             lane.spawn_governor(
                 interval,
                 move || {
-                    let stored = health.stored_through.load(Ordering::Relaxed);
-                    spool.appended_after(stored).map_or(Duration::ZERO, |t| {
-                        let now = chrono::Utc::now().timestamp_millis() as u64;
-                        Duration::from_millis(now.saturating_sub(t))
-                    })
+                    crate::intake::oldest_unstored_age(
+                        &spool,
+                        health.stored_through.load(Ordering::Relaxed),
+                    )
                 },
                 metrics.clone(),
             )

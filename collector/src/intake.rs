@@ -89,6 +89,17 @@ pub fn spawn_replayer(
     })
 }
 
+/// How long the oldest accepted beacon after `stored_through` has waited (zero when none waits): the spool's age
+/// gauge, and what the store's priority governor reads.
+pub fn oldest_unstored_age(spool: &Spool, stored_through: u64) -> Duration {
+    spool
+        .appended_after(stored_through)
+        .map_or(Duration::ZERO, |t| {
+            let now = chrono::Utc::now().timestamp_millis() as u64;
+            Duration::from_millis(now.saturating_sub(t))
+        })
+}
+
 /// Once a second: let the spool drop what the store holds, and publish the spool gauges.
 ///
 /// The stored segments are deleted on a blocking thread of `deleter` (the store-feed runtime, whose threads run at
@@ -121,14 +132,8 @@ pub fn spawn_checkpointer(
             ] {
                 to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
             }
-            let oldest = s.oldest_unstored_ms.load(Ordering::Relaxed);
-            let now = chrono::Utc::now().timestamp_millis() as u64;
             metrics.spool_oldest_unstored_ms.store(
-                if oldest == 0 {
-                    0
-                } else {
-                    now.saturating_sub(oldest)
-                },
+                oldest_unstored_age(&spool, stored_through()).as_millis() as u64,
                 Ordering::Relaxed,
             );
             metrics.queue_depth.store(
@@ -139,4 +144,40 @@ pub fn spawn_checkpointer(
             );
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spool::SpoolOptions;
+
+    #[tokio::test]
+    async fn the_unstored_age_is_the_oldest_waiting_append_and_zero_once_stored() {
+        let d = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(d.path(), SpoolOptions::default(), 0).unwrap();
+        assert_eq!(
+            oldest_unstored_age(&spool, 0),
+            Duration::ZERO,
+            "nothing appended"
+        );
+        let first = spool.append(b"a").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let second = spool.append(b"b").await.unwrap();
+        let age = oldest_unstored_age(&spool, 0);
+        assert!(
+            age >= Duration::from_millis(60) && age < Duration::from_secs(5),
+            "{age:?}"
+        );
+        // The first stored: the second, appended 60 ms later, is the oldest waiting (read first, so a stall between
+        // the two reads only widens the gap).
+        let younger = oldest_unstored_age(&spool, first);
+        let older = oldest_unstored_age(&spool, 0);
+        assert!(
+            older >= younger + Duration::from_millis(50),
+            "{older:?} {younger:?}"
+        );
+        spool.mark_stored(second);
+        assert_eq!(oldest_unstored_age(&spool, second), Duration::ZERO);
+        spool.close();
+    }
 }

@@ -92,8 +92,6 @@ pub struct SpoolStats {
     pub synced_seq: AtomicU64,
     /// The checkpoint: everything up to it is stored.
     pub checkpoint: AtomicU64,
-    /// Unix ms at which the oldest record after the checkpoint was appended (0: none waiting).
-    pub oldest_unstored_ms: AtomicU64,
     /// `fdatasync` calls, and their total duration in µs.
     pub fsyncs: AtomicU64,
     /// Total µs spent in `fdatasync`.
@@ -337,9 +335,6 @@ impl Spool {
                 // Same millisecond: the entry now ends at this batch.
                 Some(entry) if entry.1 == t => entry.0 = last,
                 _ => {
-                    if times.is_empty() {
-                        stats.oldest_unstored_ms.store(t, Ordering::Relaxed);
-                    }
                     times.push_back((last, t));
                     if times.len() > 100_000 {
                         times.pop_front();
@@ -399,7 +394,8 @@ impl Spool {
         self.delete_stored();
     }
 
-    /// Records that everything up to `seq` is stored (the age gauge moves on); returns whether that is news.
+    /// Records that everything up to `seq` is stored (forgetting those records' append times); returns whether that
+    /// is news.
     /// Cheap: it takes no lock the appends hold for more than a moment, and deletes nothing.
     pub fn mark_stored(&self, seq: u64) -> bool {
         let prev = self
@@ -414,11 +410,6 @@ impl Spool {
         while times.front().is_some_and(|&(s, _)| s <= seq) {
             times.pop_front();
         }
-        let oldest = times.front().map_or(0, |&(_, t)| t);
-        self.shared
-            .stats
-            .oldest_unstored_ms
-            .store(oldest, Ordering::Relaxed);
         true
     }
 
