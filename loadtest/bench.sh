@@ -17,6 +17,8 @@
 #                     sink as at the collector
 #   CONNECTIONS       keep-alive connections (default 64); LOADTEST_THREADS (default 1): the load generator's
 #                     threads where a run does not say otherwise
+#   OPEN_THREADS      the open-loop engine's threads in every run at a set rate (default 1: one thread wakes on its
+#                     tick for all 64 connections; two woke twice as often for no gain, docs/benchmarks.md)
 #   MAX_THREADS       load-generator thread counts each closed-loop maximum run is made with (default "1 2"); a
 #                     server's maximum is its best of them. The generator shares the two cores with the server, and
 #                     which count saturates a server depends on the server (the one-thread sink and a one-thread
@@ -44,6 +46,7 @@ CONNECTIONS="${CONNECTIONS:-64}"
 PAIRS="${PAIRS:-3}"
 HALF_RUNS="${HALF_RUNS:-3}"
 LOADTEST_THREADS="${LOADTEST_THREADS:-1}"
+OPEN_THREADS="${OPEN_THREADS:-1}"
 MAX_THREADS="${MAX_THREADS:-1 2}"
 QUERY_SAMPLES="${QUERY_SAMPLES:-10000000}"
 SINK_PORT=18099
@@ -198,9 +201,10 @@ lt_run() {
   local name="$1"
   shift
   [ -n "${SERVER_PID:-}" ] && cpu_ticks "$SERVER_PID" >"$OUT/$name.cpu-before"
-  local stat_before
+  local stat_before threads="${RUN_THREADS:-$LOADTEST_THREADS}"
+  case " $* " in *" --rate "*) threads=$OPEN_THREADS ;; esac
   stat_before=$(grep '^cpu ' /proc/stat)
-  lt run --no-progress --format json "$@" >"$OUT/$name.json" || {
+  "$LOADTEST_BIN" --threads "$threads" run --no-progress --format json "$@" >"$OUT/$name.json" || {
     local rc=$?
     note "$name: loadtest exited $rc"
     [ "$rc" = 2 ] || return "$rc"
@@ -354,7 +358,8 @@ for step in $STEPS; do
     rm -rf "$OUT/data-ingest"
     start_collector "$OUT/data-ingest"
     HALF=$(python3 -c "print(int($COLL_MAX/2))")
-    # From here on, the generator (and the sink at (2)'s half rate) runs with the count of (2)'s median pair.
+    # From here on, the sink at (2)'s half rate runs with the count of (2)'s median pair (the generator's open-loop
+    # runs with OPEN_THREADS).
     RUN_THREADS=$COLL_THREADS
     SERVER_PID=$CPID lt_run collector-half --target "http://127.0.0.1:$COLLECTOR_PORT" --rate "$HALF" --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNECTIONS" --site-prefix half --verify \
       --slow-log "$OUT/collector-half.slow" --slow-ms 1

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
     about = "Load generator with ground truth for fieldvitals, and benchmark helpers"
 )]
 struct Cli {
-    /// Tokio worker threads (the generator shares the machine with the server under test: keep it small).
+    /// Generator threads: tokio workers in closed loop, the open-loop engine's threads with `--rate` (the generator
+    /// shares the machine with the server under test: keep it small).
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
     #[command(subcommand)]
@@ -243,7 +244,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(main_async(cli.command)) {
+    match rt.block_on(main_async(cli.command, cli.threads)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("loadtest: {e:#}");
@@ -252,7 +253,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
+async fn main_async(cmd: Cmd, threads: usize) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Run {
             target,
@@ -291,6 +292,7 @@ async fn main_async(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 target: target_kind,
                 rate,
                 connections,
+                threads,
                 count,
                 duration: duration.map(Duration::from_secs_f64),
                 progress: !no_progress,

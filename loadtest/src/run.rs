@@ -1,12 +1,14 @@
 //! The load engine: open loop at a constant arrival rate, or closed loop as fast as the server answers.
 //!
-//! Open loop avoids coordinated omission: a pacer thread releases beacon `i` at its intended time `start + i/rate`
-//! whatever the server is doing, workers (one kept-alive connection each) take them in order, and latency is measured
-//! from the intended time, so a stall shows up as the queue of beacons that waited behind it, exactly as browsers
-//! would have seen it. Service time (from the actual send) is reported too. Closed loop measures the maximum rate.
+//! Open loop avoids coordinated omission: beacon `i` is due at its intended time `start + i/rate` whatever the
+//! server is doing, and latency is measured from then, so a stall shows up as the queue of beacons that waited
+//! behind it, exactly as browsers would have seen it ([`crate::open_loop`], its own lean engine). Service time (from
+//! the actual send) is reported too. Closed loop measures the maximum rate: tokio workers with one kept-alive hyper
+//! connection each, every one sending its next beacon as soon as the last is answered.
 
 use crate::client;
 use crate::workload::{PageView, Workload};
+use anyhow::Context as _;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::Full;
@@ -14,7 +16,7 @@ use hyper::Request;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vitals::Metric;
@@ -47,6 +49,9 @@ pub struct RunConfig {
     pub rate: Option<f64>,
     /// Concurrent keep-alive connections.
     pub connections: usize,
+    /// Generator threads in open loop (each owns a share of the connections and of the beacons). Closed loop runs
+    /// on the caller's tokio runtime, whose worker count is set where it is built.
+    pub threads: usize,
     /// Stop after this many beacons.
     pub count: Option<u64>,
     /// Stop after this long.
@@ -258,12 +263,11 @@ pub(crate) fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant bounds are valid")
 }
 
-struct Shared {
+pub(crate) struct Shared {
     target: Target,
     host: String,
     bodies: Vec<(Bytes, u16)>,
     completed: AtomicU64,
-    stop: AtomicBool,
     /// [`RunConfig::slow_from`].
     slow_from: Option<Duration>,
     /// [`RunConfig::warmup`].
@@ -271,6 +275,42 @@ struct Shared {
 }
 
 impl Shared {
+    /// Beacon `i`'s request, head and body, as raw HTTP/1.1 (the open-loop engine's), appended to `out`.
+    pub(crate) fn write_request(&self, i: u64, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let (body, ua) = &self.bodies[(i % self.bodies.len() as u64) as usize];
+        match &self.target {
+            Target::Collector => {
+                let _ = write!(
+                    out,
+                    "POST /v1/beacon HTTP/1.1\r\nhost: {}\r\nuser-agent: {}\r\ncontent-type: text/plain;charset=UTF-8\r\n",
+                    self.host,
+                    crate::workload::USER_AGENTS[*ua as usize].0
+                );
+            }
+            Target::ClickHouse {
+                table,
+                user,
+                password,
+            } => {
+                let _ = write!(
+                    out,
+                    "POST /?query={} HTTP/1.1\r\nhost: {}\r\n",
+                    client::encode_query_value(&format!("INSERT INTO {table} FORMAT JSONEachRow")),
+                    self.host
+                );
+                if let Some(u) = user {
+                    let _ = write!(out, "X-ClickHouse-User: {u}\r\n");
+                }
+                if let Some(p) = password {
+                    let _ = write!(out, "X-ClickHouse-Key: {p}\r\n");
+                }
+            }
+        }
+        let _ = write!(out, "content-length: {}\r\n\r\n", body.len());
+        out.extend_from_slice(body);
+    }
+
     fn request(&self, i: u64) -> Request<Full<Bytes>> {
         let (body, ua) = self.bodies[(i % self.bodies.len() as u64) as usize].clone();
         let builder = Request::post(match &self.target {
@@ -355,7 +395,8 @@ pub fn clickhouse_rows(w: &Workload, v: &PageView, ts_ms: i64) -> String {
     s
 }
 
-struct WorkerResult {
+/// One worker's (closed loop) or generator thread's (open loop) share of a run.
+pub(crate) struct WorkerResult {
     warmup: u64,
     latency: Histogram<u64>,
     slow: Vec<(Duration, Duration, Duration)>,
@@ -365,6 +406,69 @@ struct WorkerResult {
     last_accepted_at: Option<Instant>,
 }
 
+/// When one beacon was due, sent and answered.
+pub(crate) struct Times {
+    /// When it was due (open loop) or sent (closed loop): decides whether it is in the warm-up.
+    pub due: Instant,
+    /// Where its latency starts: the intended time (a beacon that waited for a free connection waited for the
+    /// server), or the actual send if that was earlier.
+    pub from: Instant,
+    /// When it was written.
+    pub sent: Instant,
+    /// When the answer was in (or the connection failed).
+    pub done: Instant,
+}
+
+impl WorkerResult {
+    pub(crate) fn new() -> WorkerResult {
+        WorkerResult {
+            warmup: 0,
+            latency: new_hist(),
+            slow: Vec::new(),
+            service: new_hist(),
+            statuses: BTreeMap::new(),
+            accepted: Vec::new(),
+            last_accepted_at: None,
+        }
+    }
+
+    /// Counts beacon `i`, answered with `status` (0: a connection error).
+    pub(crate) fn record(
+        &mut self,
+        shared: &Shared,
+        start: Instant,
+        i: u64,
+        t: Times,
+        status: u16,
+    ) {
+        if t.due.saturating_duration_since(start) < shared.warmup {
+            self.warmup += 1;
+        } else {
+            let lat = t.done.saturating_duration_since(t.from);
+            let service = t.done.saturating_duration_since(t.sent);
+            self.latency
+                .saturating_record((lat.as_micros() as u64).max(1));
+            if shared.slow_from.is_some_and(|s| lat >= s) {
+                self.slow
+                    .push((t.from.saturating_duration_since(start), lat, service));
+            }
+            self.service
+                .saturating_record((service.as_micros() as u64).max(1));
+        }
+        *self.statuses.entry(status).or_default() += 1;
+        let ok_status = match shared.target {
+            Target::Collector => 204,
+            Target::ClickHouse { .. } => 200,
+        };
+        if status == ok_status {
+            self.accepted.push(i % shared.bodies.len() as u64);
+            self.last_accepted_at = self.last_accepted_at.max(Some(t.done));
+        }
+        shared.completed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Closed loop: one worker per connection, sending its next beacon as soon as the last is answered.
 async fn worker(
     shared: Arc<Shared>,
     addr: SocketAddr,
@@ -372,25 +476,9 @@ async fn worker(
     conn: client::Connection,
     start: Instant,
 ) -> WorkerResult {
-    let mut r = WorkerResult {
-        warmup: 0,
-        latency: new_hist(),
-        slow: Vec::new(),
-        service: new_hist(),
-        statuses: BTreeMap::new(),
-        accepted: Vec::new(),
-        last_accepted_at: None,
-    };
-    let ok_status = match shared.target {
-        Target::Collector => 204,
-        Target::ClickHouse { .. } => 200,
-    };
+    let mut r = WorkerResult::new();
     let mut conn = Some(conn);
-    loop {
-        let (i, intended) = match jobs.next().await {
-            Some(j) => j,
-            None => break,
-        };
+    while let Some(i) = jobs.next() {
         let req = shared.request(i);
         let started = Instant::now();
         if conn.is_none() {
@@ -410,72 +498,32 @@ async fn worker(
                 0
             }
         };
-        let done = Instant::now();
-        // From the intended time (a beacon that waited for a free connection waited for the server), or from the
-        // actual send if the pacer released it early.
-        let from = intended.map_or(started, |t| t.min(started));
-        if intended.unwrap_or(started).saturating_duration_since(start) < shared.warmup {
-            r.warmup += 1;
-        } else {
-            let lat = done.duration_since(from);
-            let service = done.duration_since(started);
-            r.latency.saturating_record((lat.as_micros() as u64).max(1));
-            if shared.slow_from.is_some_and(|s| lat >= s) {
-                r.slow
-                    .push((from.saturating_duration_since(start), lat, service));
-            }
-            r.service
-                .saturating_record((service.as_micros() as u64).max(1));
-        }
-        *r.statuses.entry(status).or_default() += 1;
-        if status == ok_status {
-            r.accepted.push(i % shared.bodies.len() as u64);
-            r.last_accepted_at = Some(done);
-        }
-        shared.completed.fetch_add(1, Ordering::Relaxed);
+        let t = Times {
+            due: started,
+            from: started,
+            sent: started,
+            done: Instant::now(),
+        };
+        r.record(&shared, start, i, t, status);
     }
     r
 }
 
-/// Where workers get their next beacon index (and its intended send time in open loop).
+/// Where closed-loop workers get their next beacon index.
 #[derive(Clone)]
-enum Jobs {
-    Open {
-        rx: async_channel::Receiver<(u64, Instant)>,
-        deadline: Instant,
-    },
-    Closed {
-        next: Arc<AtomicU64>,
-        count: u64,
-        deadline: Instant,
-        shared: Arc<Shared>,
-    },
+struct Jobs {
+    next: Arc<AtomicU64>,
+    count: u64,
+    deadline: Instant,
 }
 
 impl Jobs {
-    async fn next(&self) -> Option<(u64, Option<Instant>)> {
-        match self {
-            Jobs::Open { rx, deadline } => {
-                // A bounded run ends on time: beacons still queued behind a server that cannot keep up are
-                // counted as a backlog, not sent after the deadline.
-                if Instant::now() >= *deadline {
-                    return None;
-                }
-                rx.recv().await.ok().map(|(i, t)| (i, Some(t)))
-            }
-            Jobs::Closed {
-                next,
-                count,
-                deadline,
-                shared,
-            } => {
-                if shared.stop.load(Ordering::Relaxed) || Instant::now() >= *deadline {
-                    return None;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                (i < *count).then_some((i, None))
-            }
+    fn next(&self) -> Option<u64> {
+        if Instant::now() >= self.deadline {
+            return None;
         }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        (i < self.count).then_some(i)
     }
 }
 
@@ -516,58 +564,37 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
         host: cfg.addr.to_string(),
         bodies,
         completed: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
         slow_from: cfg.slow_from,
         warmup: cfg.warmup,
     });
     // Connect everything before the clock starts: connection set-up is not what is measured.
-    let mut conns = Vec::with_capacity(cfg.connections);
-    for _ in 0..cfg.connections {
-        conns.push(client::connect(cfg.addr).await?);
+    enum Conns {
+        Open(Vec<std::net::TcpStream>),
+        Closed(Vec<client::Connection>),
     }
+    let conns = if cfg.rate.is_some() {
+        let (addr, n) = (cfg.addr, cfg.connections);
+        let streams = tokio::task::spawn_blocking(move || {
+            (0..n)
+                .map(|_| crate::open_loop::connect(addr))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .await?
+        .with_context(|| format!("cannot connect to {addr}"))?;
+        Conns::Open(streams)
+    } else {
+        let mut conns = Vec::with_capacity(cfg.connections);
+        for _ in 0..cfg.connections {
+            conns.push(client::connect(cfg.addr).await?);
+        }
+        Conns::Closed(conns)
+    };
 
     let start = Instant::now();
     let cpu_start = process_cpu_time();
     let deadline = cfg
         .duration
         .map_or(start + Duration::from_secs(86_400 * 365), |d| start + d);
-    let (jobs, pacer) = match cfg.rate {
-        Some(rate) => {
-            let (tx, rx) = async_channel::bounded::<(u64, Instant)>(1 << 20);
-            let interval = Duration::from_secs_f64(1.0 / rate);
-            let pacer = std::thread::Builder::new()
-                .name("pacer".into())
-                .spawn(move || {
-                    let mut i: u64 = 0;
-                    while i < count {
-                        let intended = start + interval.mul_f64(i as f64);
-                        if intended >= deadline {
-                            break;
-                        }
-                        let now = Instant::now();
-                        // Sleep only when the next beacon is far enough away for the sleep to be accurate; beacons
-                        // due within 100 µs go now (their latency is then measured from the actual send).
-                        if intended > now + Duration::from_micros(100) {
-                            std::thread::sleep(intended - now);
-                        }
-                        if tx.send_blocking((i, intended)).is_err() {
-                            break;
-                        }
-                        i += 1;
-                    }
-                })?;
-            (Jobs::Open { rx, deadline }, Some(pacer))
-        }
-        None => (
-            Jobs::Closed {
-                next: Arc::new(AtomicU64::new(0)),
-                count,
-                deadline,
-                shared: shared.clone(),
-            },
-            None,
-        ),
-    };
 
     let progress = cfg.progress.then(|| {
         let pb = match cfg.count {
@@ -603,16 +630,48 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
     });
 
     let mut handles = Vec::with_capacity(cfg.connections);
-    for conn in conns {
-        handles.push(tokio::spawn(worker(
-            shared.clone(),
-            cfg.addr,
-            jobs.clone(),
-            conn,
-            start,
-        )));
+    match conns {
+        Conns::Open(streams) => {
+            let rate = cfg.rate.expect("open loop has a rate");
+            let threads = cfg.threads.clamp(1, streams.len().max(1));
+            let mut shares: Vec<Vec<std::net::TcpStream>> =
+                (0..threads).map(|_| Vec::new()).collect();
+            for (k, s) in streams.into_iter().enumerate() {
+                shares[k % threads].push(s);
+            }
+            for (t, share) in shares.into_iter().enumerate() {
+                let plan = crate::open_loop::Plan {
+                    thread: t as u64,
+                    threads: threads as u64,
+                    rate,
+                    count,
+                    start,
+                    deadline,
+                    addr: cfg.addr,
+                };
+                let shared = shared.clone();
+                handles.push(tokio::task::spawn_blocking(move || {
+                    crate::open_loop::run_thread(shared, plan, share)
+                }));
+            }
+        }
+        Conns::Closed(conns) => {
+            let jobs = Jobs {
+                next: Arc::new(AtomicU64::new(0)),
+                count,
+                deadline,
+            };
+            for conn in conns {
+                handles.push(tokio::spawn(worker(
+                    shared.clone(),
+                    cfg.addr,
+                    jobs.clone(),
+                    conn,
+                    start,
+                )));
+            }
+        }
     }
-    drop(jobs);
     let mut out = RunOutcome {
         latency_us: new_hist(),
         service_us: new_hist(),
@@ -642,10 +701,6 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
     }
     out.elapsed = start.elapsed();
     out.cpu = process_cpu_time().saturating_sub(cpu_start);
-    // Every worker (and so every receiver) is gone: a pacer blocked on a full queue now gets an error and stops.
-    if let Some(p) = pacer {
-        let _ = p.join();
-    }
     if let Some((pb, ticker)) = progress {
         ticker.abort();
         pb.finish_and_clear();

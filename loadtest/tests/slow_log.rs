@@ -33,36 +33,30 @@ fn run(
     extra: &[&str],
     log: &std::path::Path,
 ) -> (serde_json::Value, Vec<(f64, f64)>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "run",
-            "--target",
-            &format!("http://127.0.0.1:{port}"),
-            "--rate",
-            "4000",
-            "--count",
-            "2000",
-            "--connections",
-            "4",
-            "--pool",
-            "500",
-            "--no-progress",
-            "--format",
-            "json",
-            "--slow-log",
-            log.to_str().unwrap(),
-            "--slow-ms",
-            slow_ms,
-        ])
-        .args(extra)
-        .output()
-        .expect("loadtest runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let json = common::json_output(
+        Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args([
+                "run",
+                "--target",
+                &format!("http://127.0.0.1:{port}"),
+                "--rate",
+                "4000",
+                "--count",
+                "2000",
+                "--connections",
+                "4",
+                "--pool",
+                "500",
+                "--no-progress",
+                "--format",
+                "json",
+                "--slow-log",
+                log.to_str().unwrap(),
+                "--slow-ms",
+                slow_ms,
+            ])
+            .args(extra),
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let lines = std::fs::read_to_string(log)
         .unwrap()
         .lines()

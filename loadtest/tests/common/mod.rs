@@ -1,4 +1,6 @@
-//! Helpers the loadtest integration tests share: a free loopback port, and waiting for a started server's port.
+//! Helpers the loadtest integration tests share: a free loopback port, waiting for a started server's port, and
+//! running the binary for its JSON report.
+#![allow(dead_code)] // each test file uses some of them
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -19,4 +21,16 @@ pub fn wait_for_port(port: u16, within: Duration, what: &str) {
         assert!(started.elapsed() < within, "{what} did not come up");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs a `loadtest` command to its end, fails the test with its stderr unless it succeeded, and parses its JSON
+/// report.
+pub fn json_output(cmd: &mut std::process::Command) -> serde_json::Value {
+    let out = cmd.output().expect("loadtest runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
