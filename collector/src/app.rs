@@ -250,7 +250,7 @@ impl Application {
         let threads = match self.config.connection_threads {
             0 => None,
             n => Some(
-                ConnectionThreads::start(n.into())
+                ConnectionThreads::start(n.into(), self.config.pin_connection_threads)
                     .context("cannot start the connection threads")?,
             ),
         };

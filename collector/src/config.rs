@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::server::Pinning;
 pub use crate::store_priority::StorePriorityMode;
 
 /// The fieldvitals collector.
@@ -108,6 +109,11 @@ pub struct Config {
     #[arg(long, env = "FIELDVITALS_CONNECTION_THREADS", default_value_t = default_connection_threads(),
           value_parser = clap::value_parser!(u16).range(0..=MAX_CONNECTION_THREADS as i64))]
     pub connection_threads: u16,
+    /// Bind connection threads to CPUs: `auto` puts thread `i` on the `i`-th CPU the process may use when there are
+    /// exactly as many threads as those CPUs (the default thread count on a machine or cpuset of its own), `off`
+    /// leaves them to the kernel.
+    #[arg(long, env = "FIELDVITALS_PIN_CONNECTION_THREADS", value_enum, default_value_t = Pinning::Auto)]
+    pub pin_connection_threads: Pinning,
     /// Seconds a whole request (headers and body) may take.
     #[arg(long, env = "FIELDVITALS_REQUEST_TIMEOUT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_secs: u64,
@@ -143,6 +149,7 @@ impl Config {
             policy_file: None,
             header_timeout_secs: 10,
             connection_threads: default_connection_threads(),
+            pin_connection_threads: Pinning::Auto,
             request_timeout_secs: 15,
             data_dir,
             log_format: LogFormat::Human,
@@ -175,6 +182,11 @@ pub fn show(config: &Config) -> anyhow::Result<String> {
     out += &format!("shutdown_timeout_secs = {}\n", config.shutdown_timeout_secs);
     out += &format!("header_timeout_secs = {}\n", config.header_timeout_secs);
     out += &format!("connection_threads = {}\n", config.connection_threads);
+    out += &format!(
+        "pin_connection_threads = \"{:?}\"\n",
+        config.pin_connection_threads
+    )
+    .to_lowercase();
     out += &format!("request_timeout_secs = {}\n", config.request_timeout_secs);
     out += &format!("retention_days = {}\n", config.retention_days);
     out += &config.clickhouse.show();

@@ -55,16 +55,53 @@ pub struct ConnectionThreads {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// Whether connection threads are bound to CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pinning {
+    /// Thread `i` on the `i`-th CPU the process may use, when there are exactly as many threads as such CPUs (a
+    /// process given its own CPUs: the default machine, or a container with a cpuset); otherwise none.
+    Auto,
+    /// Never: the kernel places them.
+    Off,
+}
+
+/// The CPU for each of `n` connection threads under `pinning`, or `None` where they are not pinned.
+///
+/// Why pin: with two connection threads on two CPUs, the kernel now and then woke one on the CPU the other was
+/// running on, and the one preempted may hold the spool's append lock (a `write` into the page cache), so the other
+/// then sleeps on the lock and all connections of both threads wait. Pinned, the lock was waited on for over 1 ms
+/// 3-5 times in 30 s at 40,000 beacons/s against 11-35 times unpinned, and the half-rate p99 fell (docs/benchmarks.md).
+/// Not pinned when the process shares more CPUs than it has threads (a CPU quota without a cpuset): the threads would
+/// pile onto the first CPUs whatever else runs there.
+pub fn pinned_cpus(n: usize, pinning: Pinning) -> Option<Vec<usize>> {
+    if pinning == Pinning::Off || n == 0 {
+        return None;
+    }
+    let allowed = rustix::thread::sched_getaffinity(None).ok()?;
+    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| allowed.is_set(c))
+        .collect();
+    (cpus.len() == n).then_some(cpus)
+}
+
 impl ConnectionThreads {
-    /// Starts `n` threads (at least one), each driving its own current-thread runtime.
-    pub fn start(n: usize) -> std::io::Result<ConnectionThreads> {
+    /// Starts `n` threads (at least one), each driving its own current-thread runtime, bound to the CPUs
+    /// [`pinned_cpus`] gives.
+    pub fn start(n: usize, pinning: Pinning) -> std::io::Result<ConnectionThreads> {
         let mut out = ConnectionThreads {
             handles: Vec::new(),
             next: AtomicU64::new(0),
             stop: Vec::new(),
             threads: Vec::new(),
         };
-        for i in 0..n.max(1) {
+        let n = n.max(1);
+        let cpus = pinned_cpus(n, pinning);
+        match &cpus {
+            Some(cpus) => tracing::info!(?cpus, "connection threads pinned, one per CPU"),
+            None => tracing::info!(threads = n, ?pinning, "connection threads not pinned"),
+        }
+        for i in 0..n {
+            let cpu = cpus.as_ref().map(|c| c[i]);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -75,6 +112,13 @@ impl ConnectionThreads {
                 std::thread::Builder::new()
                     .name(format!("connections-{i}"))
                     .spawn(move || {
+                        if let Some(cpu) = cpu {
+                            let mut set = rustix::thread::CpuSet::new();
+                            set.set(cpu);
+                            if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+                                tracing::warn!(cpu, error = %e, "cannot pin a connection thread");
+                            }
+                        }
                         // Tasks spawned on the handle run while this blocks.
                         let _ = rt.block_on(stopped);
                     })?,
@@ -266,5 +310,48 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_threads_are_pinned_one_per_cpu_when_they_match_the_cpus() {
+        let allowed = rustix::thread::sched_getaffinity(None).unwrap();
+        let n = allowed.count() as usize;
+        let cpus = pinned_cpus(n, Pinning::Auto).expect("one thread per CPU: pinned");
+        assert_eq!(cpus.len(), n);
+        assert!(cpus.iter().all(|&c| allowed.is_set(c)));
+        assert!(cpus.windows(2).all(|w| w[0] < w[1]), "distinct: {cpus:?}");
+        assert_eq!(pinned_cpus(n, Pinning::Off), None);
+        assert_eq!(
+            pinned_cpus(n + 1, Pinning::Auto),
+            None,
+            "more threads than CPUs"
+        );
+
+        let threads = ConnectionThreads::start(n, Pinning::Auto).unwrap();
+        for (i, handle) in threads.handles.iter().enumerate() {
+            // A task on thread i runs where thread i may run: on its CPU alone.
+            let (tx, rx) = std::sync::mpsc::channel();
+            handle.spawn(async move {
+                let _ = tx.send(rustix::thread::sched_getaffinity(None).unwrap());
+            });
+            let seen = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(seen.count(), 1, "thread {i}");
+            assert!(seen.is_set(cpus[i]), "thread {i} on CPU {}", cpus[i]);
+        }
+        threads.stop();
+
+        let unpinned = ConnectionThreads::start(n + 1, Pinning::Auto).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        unpinned.handles[0].spawn(async move {
+            let _ = tx.send(rustix::thread::sched_getaffinity(None).unwrap());
+        });
+        let seen = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(seen.count() as usize, n, "left on every CPU");
+        unpinned.stop();
     }
 }
