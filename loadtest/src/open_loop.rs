@@ -26,6 +26,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// beacon may be sent. 100 µs: at 40,000 beacons/s four go out together, a burst the size of a Poisson
 /// arrival's ordinary ones, and the thread wakes 10,000 times a second instead of on every answer.
 pub(crate) const TICK: Duration = Duration::from_micros(100);
+/// A gap to the next beacon this long or longer is spent waiting for answers rather than ticking.
+const QUIET_GAP: Duration = Duration::from_millis(2);
+/// The longest such wait while draining (no beacon left to release).
+const QUIET_WAIT: Duration = Duration::from_millis(50);
 /// How long answers still outstanding at the deadline are waited for; then they count as connection errors.
 const DRAIN: Duration = Duration::from_secs(30);
 /// How often a connection that could not be reopened is tried again (beacons sent meanwhile are errors, status 0).
@@ -237,17 +241,24 @@ pub(crate) fn run_thread(shared: Arc<Shared>, plan: Plan, streams: Vec<TcpStream
             }
             break;
         }
-        // Sleep to the next tick, or, with nothing outstanding, until the next beacon may go.
-        let wake = if in_flight > 0 || !queue.is_empty() || !releasing {
+        // Sleep to the next tick; with nothing queued, until the next beacon may go. When that is far off (a low
+        // rate, or the drain after the deadline), wait for answers instead: ticking through a quiet gap cost 200 µs
+        // of CPU per beacon at 300 beacons/s, and at such rates a wake-up per answer is the cheaper of the two.
+        let release_at = releasing.then(|| plan.due(next).checked_sub(TICK).unwrap_or(now));
+        let wake = if !queue.is_empty() {
             now + TICK
         } else {
-            plan.due(next)
-                .checked_sub(TICK)
-                .unwrap_or(now)
-                .max(now + TICK)
+            release_at.unwrap_or(now + QUIET_WAIT).max(now + TICK)
         };
         let left = wake.saturating_duration_since(Instant::now());
-        if !left.is_zero() {
+        if in_flight > 0 && queue.is_empty() && left >= QUIET_GAP {
+            // Whole milliseconds, rounded down: the next release is never late for it. What it reports is read
+            // at the top of the loop (level-triggered: still ready then).
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let _ = epoll.wait(&mut events, EpollTimeout::from(ms));
+        } else if in_flight > 0 {
+            std::thread::sleep(left.min(TICK));
+        } else if !left.is_zero() {
             std::thread::sleep(left);
         }
     }
