@@ -1,7 +1,8 @@
 //! The open-loop engine: beacon `i` is due at `start + i/rate` whatever the server is doing, and is timed from then.
 //!
 //! Each generator thread owns a share of the connections (kept-alive sockets speaking raw HTTP/1.1) and of the
-//! beacons (`i ≡ thread (mod threads)`). It wakes on a fixed [`TICK`], reads every answer that has arrived, queues
+//! beacons (`i ≡ thread (mod threads)`). It wakes on a fixed [`TICK`] (at low rates, when the next beacon is
+//! [`QUIET_GAP`] or more away, on the next answer instead), reads every answer that has arrived, queues
 //! every beacon due before the next tick, and sends queued beacons on free connections; a beacon that finds none
 //! waits in the queue, and that wait is part of its latency (no coordinated omission). A beacon sent before its
 //! intended time (at most one tick early) is timed from its actual send.
