@@ -410,46 +410,34 @@ pub(crate) struct Answer {
 /// Parses an answer: `Ok(None)` while it is incomplete. Bodies framed by `Content-Length` or chunked; none for
 /// 1xx, 204 and 304.
 pub(crate) fn parse_answer(b: &[u8]) -> Result<Option<Answer>, &'static str> {
-    let Some(head_end) = b.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if b.len() > 64 * 1024 {
-            Err("answer head too long")
-        } else {
-            Ok(None)
-        };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Response::new(&mut headers);
+    let body_start = match head.parse(b).map_err(|_| "not an HTTP/1.x answer")? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial if b.len() > 64 * 1024 => return Err("answer head too long"),
+        httparse::Status::Partial => return Ok(None),
     };
-    let head = std::str::from_utf8(&b[..head_end]).map_err(|_| "answer head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err("not an HTTP/1.x answer");
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .filter(|s| (100..1000).contains(s))
-        .ok_or("no status code")?;
+    let status = head.code.ok_or("no status code")?;
     let mut length = None;
     let mut chunked = false;
-    let mut close = version == "HTTP/1.0";
-    for line in lines {
-        let (name, value) = line.split_once(':').ok_or("header line without a colon")?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
+    let mut close = head.version == Some(0);
+    for h in head.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| "header value is not UTF-8")?
+            .trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
             length = Some(value.parse::<usize>().map_err(|_| "bad Content-Length")?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value
                 .rsplit(',')
                 .next()
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
-        } else if name.eq_ignore_ascii_case("connection") {
+        } else if h.name.eq_ignore_ascii_case("connection") {
             close = value
                 .split(',')
                 .any(|v| v.trim().eq_ignore_ascii_case("close"));
         }
     }
-    let body_start = head_end + 4;
     let body_len = if matches!(status, 100..=199 | 204 | 304) {
         Some(0)
     } else if chunked {
@@ -470,13 +458,12 @@ pub(crate) fn parse_answer(b: &[u8]) -> Result<Option<Answer>, &'static str> {
 fn chunked_len(b: &[u8]) -> Result<Option<usize>, &'static str> {
     let mut at = 0;
     loop {
-        let Some(eol) = b[at..].windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let size_field = std::str::from_utf8(&b[at..at + eol]).map_err(|_| "bad chunk size")?;
-        let size_hex = size_field.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16).map_err(|_| "bad chunk size")?;
-        at += eol + 2;
+        let (used, size) =
+            match httparse::parse_chunk_size(&b[at..]).map_err(|_| "bad chunk size")? {
+                httparse::Status::Complete(c) => c,
+                httparse::Status::Partial => return Ok(None),
+            };
+        at += used;
         if size == 0 {
             // Trailers, each ending in CRLF, then an empty line.
             loop {
@@ -489,6 +476,7 @@ fn chunked_len(b: &[u8]) -> Result<Option<usize>, &'static str> {
                 }
             }
         }
+        let size = usize::try_from(size).map_err(|_| "chunk too large")?;
         if b.len() < at + size + 2 {
             return Ok(None);
         }
