@@ -118,7 +118,8 @@ pub fn spawn_checkpointer(
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            if spool.mark_stored(stored_through()) {
+            let stored = stored_through();
+            if spool.mark_stored(stored) {
                 let spool = spool.clone();
                 // Awaited, so deletions never overlap; an error means the runtime is shutting down.
                 let _ = deleter.spawn_blocking(move || spool.delete_stored()).await;
@@ -133,7 +134,7 @@ pub fn spawn_checkpointer(
                 to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
             }
             metrics.spool_oldest_unstored_ms.store(
-                oldest_unstored_age(&spool, stored_through()).as_millis() as u64,
+                oldest_unstored_age(&spool, stored).as_millis() as u64,
                 Ordering::Relaxed,
             );
             metrics.queue_depth.store(
