@@ -275,6 +275,17 @@ async fn main_async(cmd: Cmd, threads: usize) -> anyhow::Result<ExitCode> {
         } => {
             let addr = loopback_target(&target)?;
             let w = Arc::new(Workload::new(workload.config()));
+            for (flag, v) in [
+                ("--clickhouse-user", &clickhouse_user),
+                ("--clickhouse-password", &clickhouse_password),
+            ] {
+                if let Some(v) = v {
+                    anyhow::ensure!(
+                        hyper::header::HeaderValue::from_str(v).is_ok(),
+                        "{flag} must be printable text without line breaks (it is sent as a header)"
+                    );
+                }
+            }
             let target_kind = match clickhouse_table {
                 Some(table) => Target::ClickHouse {
                     table,

@@ -266,6 +266,8 @@ pub(crate) fn new_hist() -> Histogram<u64> {
 pub(crate) struct Shared {
     target: Target,
     host: String,
+    /// Where every request goes: the beacon route, or the INSERT for ClickHouse.
+    path: String,
     bodies: Vec<(Bytes, u16)>,
     completed: AtomicU64,
     /// [`RunConfig::slow_from`].
@@ -275,71 +277,52 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Beacon `i`'s request, head and body, as raw HTTP/1.1 (the open-loop engine's), appended to `out`.
-    pub(crate) fn write_request(&self, i: u64, out: &mut Vec<u8>) {
-        use std::io::Write as _;
+    /// Beacon `i`'s body, after passing each of its headers but Content-Length to `header` (names lower-case).
+    fn parts(&self, i: u64, mut header: impl FnMut(&'static str, &str)) -> &Bytes {
         let (body, ua) = &self.bodies[(i % self.bodies.len() as u64) as usize];
+        header("host", &self.host);
         match &self.target {
             Target::Collector => {
-                let _ = write!(
-                    out,
-                    "POST /v1/beacon HTTP/1.1\r\nhost: {}\r\nuser-agent: {}\r\ncontent-type: text/plain;charset=UTF-8\r\n",
-                    self.host,
-                    crate::workload::USER_AGENTS[*ua as usize].0
-                );
+                header("user-agent", crate::workload::USER_AGENTS[*ua as usize].0);
+                header("content-type", "text/plain;charset=UTF-8");
             }
-            Target::ClickHouse {
-                table,
-                user,
-                password,
-            } => {
-                let _ = write!(
-                    out,
-                    "POST /?query={} HTTP/1.1\r\nhost: {}\r\n",
-                    client::encode_query_value(&format!("INSERT INTO {table} FORMAT JSONEachRow")),
-                    self.host
-                );
+            Target::ClickHouse { user, password, .. } => {
                 if let Some(u) = user {
-                    let _ = write!(out, "X-ClickHouse-User: {u}\r\n");
+                    header("x-clickhouse-user", u);
                 }
                 if let Some(p) = password {
-                    let _ = write!(out, "X-ClickHouse-Key: {p}\r\n");
+                    header("x-clickhouse-key", p);
                 }
             }
         }
+        body
+    }
+
+    /// Beacon `i`'s request, head and body, as raw HTTP/1.1 (the open-loop engine's), appended to `out`.
+    pub(crate) fn write_request(&self, i: u64, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let _ = write!(out, "POST {} HTTP/1.1\r\n", self.path);
+        let body = self.parts(i, |name, value| {
+            let _ = write!(out, "{name}: {value}\r\n");
+        });
         let _ = write!(out, "content-length: {}\r\n\r\n", body.len());
         out.extend_from_slice(body);
     }
 
+    /// Beacon `i`'s request for hyper (the closed loop's).
     fn request(&self, i: u64) -> Request<Full<Bytes>> {
-        let (body, ua) = self.bodies[(i % self.bodies.len() as u64) as usize].clone();
-        let builder = Request::post(match &self.target {
-            Target::Collector => "/v1/beacon".to_string(),
-            Target::ClickHouse { table, .. } => format!(
-                "/?query={}",
-                client::encode_query_value(&format!("INSERT INTO {table} FORMAT JSONEachRow"))
-            ),
-        })
-        .header(hyper::header::HOST, &self.host);
-        let builder = match &self.target {
-            Target::Collector => builder
-                .header(
-                    hyper::header::USER_AGENT,
-                    crate::workload::USER_AGENTS[ua as usize].0,
-                )
-                .header(hyper::header::CONTENT_TYPE, "text/plain;charset=UTF-8"),
-            Target::ClickHouse { user, password, .. } => {
-                let mut b = builder;
-                if let Some(u) = user {
-                    b = b.header("X-ClickHouse-User", u);
-                }
-                if let Some(p) = password {
-                    b = b.header("X-ClickHouse-Key", p);
-                }
-                b
-            }
-        };
-        builder.body(Full::new(body)).expect("valid request")
+        let mut req = Request::post(&self.path)
+            .body(Full::new(Bytes::new()))
+            .expect("valid request");
+        let headers = req.headers_mut();
+        let body = self.parts(i, |name, value| {
+            headers.append(
+                hyper::header::HeaderName::from_static(name),
+                hyper::header::HeaderValue::from_str(value).expect("a valid header value"),
+            );
+        });
+        *req.body_mut() = Full::new(body.clone());
+        req
     }
 }
 
@@ -562,6 +545,13 @@ pub async fn run(workload: Arc<Workload>, cfg: &RunConfig) -> anyhow::Result<Run
     let shared = Arc::new(Shared {
         target: cfg.target.clone(),
         host: cfg.addr.to_string(),
+        path: match &cfg.target {
+            Target::Collector => "/v1/beacon".to_string(),
+            Target::ClickHouse { table, .. } => format!(
+                "/?query={}",
+                client::encode_query_value(&format!("INSERT INTO {table} FORMAT JSONEachRow"))
+            ),
+        },
         bodies,
         completed: AtomicU64::new(0),
         slow_from: cfg.slow_from,

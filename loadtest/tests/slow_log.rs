@@ -1,5 +1,5 @@
 //! `loadtest run --slow-log` (every beacon at least `--slow-ms` slow, with its intended send time and service time)
-//! and `--warmup`, against the real bench sink over loopback.
+//! and `--warmup`, against the real bench sink over loopback; and the flags `run` refuses.
 
 mod common;
 
@@ -152,6 +152,24 @@ fn slow_ms_without_a_log_is_refused() {
             "3",
         ],
         "--slow-log",
+    );
+}
+
+#[test]
+fn a_clickhouse_password_that_cannot_be_a_header_is_refused() {
+    // Sent raw, a line break would start a header of the password's choosing.
+    refused(
+        &[
+            "--target",
+            "http://127.0.0.1:9",
+            "--count",
+            "1",
+            "--clickhouse-table",
+            "t",
+            "--clickhouse-password",
+            "a\r\nX-Injected: 1",
+        ],
+        "--clickhouse-password must be printable",
     );
 }
 
